@@ -1,0 +1,58 @@
+# tinkex_actors — developer commands. The README's quick start uses only `make demo` and
+# `make test`; both create .venv themselves and install what they need.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+# Every install goes through constraints.txt: torch stays at the offline CPU build.
+PIPI   := $(PIP) install -q -c constraints.txt
+
+.PHONY: help demo test lint typecheck pytest bench bench-smoke proto server soak clean
+
+help:
+	@echo "make demo    fine-tune the tiny model on the embedded server, sample, save, plot"
+	@echo "make test    lint, type check and the whole test suite"
+	@echo "make bench   benchmarks against the official SDK (a few minutes; not in make test)"
+	@echo "make proto   regenerate tinkex_actors/wire/tinker_public_pb2.py from the .proto"
+	@echo "make server  run the embedded server on 127.0.0.1:8000"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch first, pinned, so that the server extra never makes pip pick another build.
+$(VENV)/.demo-installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIPI) torch==2.13.0
+	$(PIPI) -e '.[server,demo]'
+	@touch $@
+
+$(VENV)/.test-installed: $(VENV)/.demo-installed
+	$(PIPI) -e '.[server,demo,zstd,numpy,dev]'
+	@touch $@
+
+demo: $(VENV)/.demo-installed
+	$(BIN)/python -m tinkex_actors.demo
+
+test: $(VENV)/.test-installed lint pytest
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check tinkex_actors tests examples bench
+	$(BIN)/ruff format --check tinkex_actors tests examples bench
+	$(BIN)/mypy
+
+pytest: $(VENV)/.test-installed
+	$(BIN)/pytest
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python -m bench
+
+proto: $(VENV)/.test-installed
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. \
+		tinkex_actors/wire/tinker_public.proto
+
+server: $(VENV)/.demo-installed
+	$(BIN)/tinkex server --port 8000
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

@@ -1,0 +1,18 @@
+"""tinkex_actors: an actor-based Python SDK for the Tinker fine-tuning API.
+
+Every client is a Pykka actor: a ServiceClient supervises TrainingClients (which serialize
+their requests) and SamplingClients (stateless, lock-free fan-out). Every call returns an
+:class:`ActorFuture`. See ``docs/`` for the guide and the API reference.
+
+The public names are listed in ``__all__`` (kept sorted; a test checks it).
+"""
+
+from __future__ import annotations
+
+from tinkex_actors import errors
+from tinkex_actors._version import __version__
+
+__all__ = [
+    "__version__",
+    "errors",
+]

@@ -1,0 +1,128 @@
+"""The one place for the protocol's numbers, defaults and header names.
+
+Sources: the Tinkex seed (``shared/seed/API_REFERENCE.md``) for SDK defaults, the wire protocol
+notes (``shared/protocol/TINKER_PROTOCOL.md``) for what the official SDK sends. Where the two
+disagree on a limit, the value is configurable, defaults to the seed, and the server's
+``client/config`` announcement wins when present.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# ------------------------------------------------------------------------------- identity
+#: Reported as ``sdk_version`` to ``client/config`` and ``create_session``: the official SDK
+#: release whose wire behaviour tinkex_actors reproduces.
+WIRE_SDK_VERSION: Final = "0.38.0"
+API_PREFIX: Final = "/api/v1"
+DEFAULT_BASE_URL: Final = "https://tinker.thinkingmachines.dev/services/tinker-prod"
+#: Static keys start with this; JWTs (``eyJ...``) are accepted as well.
+API_KEY_PREFIX: Final = "tml-"
+JWT_PREFIX: Final = "eyJ"
+
+# ------------------------------------------------------------------------------- environment
+ENV_API_KEY: Final = "TINKER_API_KEY"
+ENV_BASE_URL: Final = "TINKER_BASE_URL"
+ENV_TAGS: Final = "TINKER_TAGS"
+ENV_PROJECT_ID: Final = "TINKER_PROJECT_ID"
+ENV_TELEMETRY: Final = "TINKER_TELEMETRY"
+ENV_CF_CLIENT_ID: Final = "CLOUDFLARE_ACCESS_CLIENT_ID"
+ENV_CF_CLIENT_SECRET: Final = "CLOUDFLARE_ACCESS_CLIENT_SECRET"
+
+# ------------------------------------------------------------------------------- timeouts (s)
+DEFAULT_TIMEOUT: Final = 60.0
+DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+RETRIEVE_FUTURE_TIMEOUT: Final = 45.0
+HEARTBEAT_TIMEOUT: Final = 10.0
+DYNAMIC_CONFIG_TIMEOUT: Final = 10.0
+TELEMETRY_TIMEOUT: Final = 5.0
+#: Bound on waiting for an actor to stop during close().
+ACTOR_STOP_TIMEOUT: Final = 10.0
+
+# ------------------------------------------------------------------------------- retries
+DEFAULT_MAX_RETRIES: Final = 10
+RETRY_INITIAL_DELAY: Final = 0.5
+RETRY_MAX_DELAY: Final = 10.0
+#: Each delay is multiplied by a factor in [1 - RETRY_JITTER, 1].
+RETRY_JITTER: Final = 0.25
+#: retry-after(-ms) values are honoured only when 0 < value <= this.
+RETRY_AFTER_MAX: Final = 60.0
+RETRYABLE_STATUS: Final = frozenset({408, 409, 429})
+#: Statuses >= this are retryable as well.
+RETRYABLE_STATUS_FLOOR: Final = 500
+#: Back-off of the polling loop after connection errors and 429: min(2**n, this).
+POLL_BACKOFF_MAX: Final = 30.0
+#: Immediate retries of a retrieve_future answered 400 before giving up.
+POLL_MAX_BAD_REQUEST_RETRIES: Final = 3
+
+# ------------------------------------------------------------------------------- session
+HEARTBEAT_INTERVAL: Final = 10.0
+HEARTBEAT_WARN_AFTER: Final = 120.0
+#: Queue-state warnings are logged at most this often per client.
+QUEUE_STATE_LOG_INTERVAL: Final = 60.0
+
+# ------------------------------------------------------------------------------- training
+DEFAULT_LORA_RANK: Final = 32
+#: Seed defaults for forward_backward chunking (the server's client/config values win).
+CHUNK_MAX_DATUMS: Final = 128
+CHUNK_MAX_TOKENS: Final = 500_000
+LOSS_FNS: Final = ("cross_entropy", "importance_sampling", "ppo", "cispo", "dro")
+#: Default dtype of a loss_fn_inputs key given as a plain list.
+LOSS_INPUT_DTYPES: Final = {
+    "target_tokens": "int64",
+    "weights": "float32",
+    "advantages": "float32",
+    "logprobs": "float32",
+    "clip_low_threshold": "float32",
+    "clip_high_threshold": "float32",
+    "sequence_ratio_mask": "float32",
+}
+
+# ------------------------------------------------------------------------------- sampling
+SAMPLE_MAX_INFLIGHT: Final = 400
+SAMPLE_MAX_INFLIGHT_THROTTLED: Final = 10
+#: After a 429 back-off ends, the throttled limit stays on this long.
+SAMPLE_THROTTLE_WINDOW: Final = 10.0
+SAMPLE_BACKOFF: Final = 1.0
+SAMPLE_BACKOFF_LARGE: Final = 5.0
+SAMPLE_LARGE_PROMPT_BYTES: Final = 128 * 1024
+#: Estimated bytes per text token when sizing a prompt.
+SAMPLE_BYTES_PER_TOKEN: Final = 10
+#: seq_id stride between clones of one sampling client.
+SAMPLE_SEQ_ID_STRIDE: Final = 1_000_000_000
+#: Sentinel cell padding top-k logprob matrices.
+TOPK_SENTINEL_TOKEN: Final = 0
+TOPK_SENTINEL_LOGPROB: Final = -99999.0
+
+# ------------------------------------------------------------------------------- headers
+HEADER_API_KEY: Final = "X-API-Key"
+HEADER_IDEMPOTENCY_KEY: Final = "X-Idempotency-Key"
+HEADER_RETRY_COUNT: Final = "x-stainless-retry-count"
+HEADER_READ_TIMEOUT: Final = "x-stainless-read-timeout"
+HEADER_REQUEST_TYPE: Final = "X-Tinker-Request-Type"
+HEADER_REQUEST_ITERATION: Final = "X-Tinker-Request-Iteration"
+HEADER_PROMISE_ROUNDTRIP: Final = "X-Tinker-Create-Promise-Roundtrip-Time"
+HEADER_SAMPLING_BACKPRESSURE: Final = "X-Tinker-Sampling-Backpressure"
+HEADER_CF_CLIENT_ID: Final = "CF-Access-Client-Id"
+HEADER_CF_CLIENT_SECRET: Final = "CF-Access-Client-Secret"
+HEADER_SHOULD_RETRY: Final = "x-should-retry"
+HEADER_RETRY_AFTER: Final = "retry-after"
+HEADER_RETRY_AFTER_MS: Final = "retry-after-ms"
+CONTENT_JSON: Final = "application/json"
+CONTENT_PROTOBUF: Final = "application/x-protobuf"
+#: Prefix of idempotency keys; one key per call, reused across that call's retries.
+IDEMPOTENCY_KEY_PREFIX: Final = "tinkex-retry-"
+
+# ------------------------------------------------------------------------------- request types
+#: Values of X-Tinker-Request-Type on retrieve_future, by what the future will hold.
+REQUEST_TYPES: Final = (
+    "CreateModel",
+    "ForwardBackward",
+    "Forward",
+    "OptimStep",
+    "SaveWeights",
+    "LoadWeights",
+    "SaveWeightsForSampler",
+    "Sample",
+    "UnloadModel",
+)

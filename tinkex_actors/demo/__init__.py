@@ -1,0 +1,1 @@
+"""The `make demo` job (see ``python -m tinkex_actors.demo``)."""

@@ -1,0 +1,345 @@
+"""Every exception tinkex_actors raises, in one hierarchy.
+
+::
+
+    TinkexError
+    ├── ConfigError (ValueError)              a Config option is wrong; names the field
+    ├── ValidationError (ValueError)          bad input, caught before anything is sent
+    │   └── InvalidTinkerPathError            a malformed ``tinker://`` path
+    ├── ClientClosedError (RuntimeError)      a call on a closed client
+    ├── TinkexTimeoutError (TimeoutError)     a wait ran out of time
+    ├── ActorCrashedError                     the actor serving a call crashed mid-call
+    │   └── ChildFailedError                  ... and its supervisor gave up restarting it
+    ├── APIError                              anything the server or the network did
+    │   ├── APIConnectionError                the connection failed or dropped
+    │   │   └── APITimeoutError (TinkexTimeoutError)   the HTTP request timed out
+    │   ├── APIStatusError                    a non-2xx answer (``status_code``, ``body``)
+    │   │   ├── BadRequestError               400
+    │   │   ├── AuthenticationError           401
+    │   │   ├── BillingError                  402
+    │   │   ├── PermissionDeniedError         403
+    │   │   ├── NotFoundError                 404
+    │   │   ├── ConflictError                 409
+    │   │   ├── GoneError                     410
+    │   │   ├── PayloadTooLargeError          413
+    │   │   ├── UnprocessableEntityError      422
+    │   │   ├── RateLimitError                429
+    │   │   └── InternalServerError           >= 500
+    │   ├── ResponseDecodeError               a 2xx answer we could not understand
+    │   └── RequestFailedError                the server ran the request and it failed
+    ├── TokenizerError                        a tokenizer could not be found or loaded
+    └── CheckpointDownloadError               a checkpoint archive could not be fetched
+        ├── CheckpointExistsError (FileExistsError)   output exists and ``force`` is off
+        └── UnsafeArchiveError                an archive member would escape its directory
+
+Rules every raiser follows:
+
+* Messages name what is wrong (the field, the value's type, the expected form).
+* Server bodies are kept only as a bounded excerpt (:data:`BODY_EXCERPT_LIMIT` characters).
+* Nothing here ever holds or prints an API key: build messages from redacted values only.
+"""
+
+from __future__ import annotations
+
+import builtins
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "ActorCrashedError",
+    "AuthenticationError",
+    "BODY_EXCERPT_LIMIT",
+    "BadRequestError",
+    "BillingError",
+    "CheckpointDownloadError",
+    "CheckpointExistsError",
+    "ChildFailedError",
+    "ClientClosedError",
+    "ConfigError",
+    "ConflictError",
+    "GoneError",
+    "InternalServerError",
+    "InvalidTinkerPathError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestErrorCategory",
+    "RequestFailedError",
+    "ResponseDecodeError",
+    "TinkexError",
+    "TinkexTimeoutError",
+    "TokenizerError",
+    "UnprocessableEntityError",
+    "UnsafeArchiveError",
+    "ValidationError",
+    "excerpt",
+    "status_error_class",
+]
+
+#: The most characters of a server body kept in an exception.
+BODY_EXCERPT_LIMIT = 500
+
+
+def excerpt(body: bytes | str | None, limit: int = BODY_EXCERPT_LIMIT) -> str:
+    """Return a printable, bounded excerpt of a response body for error messages."""
+    if body is None:
+        return ""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes | bytearray) else body
+    if len(text) > limit:
+        return text[:limit] + f"... ({len(text) - limit} more characters)"
+    return text
+
+
+class TinkexError(Exception):
+    """Base class of every error raised by tinkex_actors."""
+
+
+class ConfigError(TinkexError, ValueError):
+    """A configuration option has a wrong type or value.
+
+    Attributes:
+        field: the option's name (``"timeout"``, ``"base_url"``, ...).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"Config.{field}: {message}")
+
+
+class ValidationError(TinkexError, ValueError):
+    """Input rejected on the client, before any request was sent.
+
+    Attributes:
+        field: dotted path of the offending argument or attribute (``"data[3].loss_fn_inputs"``),
+            or ``None`` when the problem is not about one field.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class InvalidTinkerPathError(ValidationError):
+    """A ``tinker://`` path does not have the form ``tinker://<run_id>/<kind>/<name>``."""
+
+
+class ClientClosedError(TinkexError, RuntimeError):
+    """The client (or the ServiceClient that owns it) was closed; make a new one."""
+
+
+class TinkexTimeoutError(TinkexError, builtins.TimeoutError):
+    """A wait ran out of time (a future's ``result(timeout)``, a deadline, an HTTP timeout).
+
+    Subclasses the builtin :class:`TimeoutError`, so ``except TimeoutError`` catches it. A
+    timed-out wait leaves the client usable; the request may still complete on the server.
+    """
+
+
+class ActorCrashedError(TinkexError):
+    """The actor that was serving this call crashed before it finished.
+
+    The call's outcome on the server is unknown. The supervisor restarts the actor; later calls
+    on the same client go to the new instance.
+    """
+
+
+class ChildFailedError(ActorCrashedError):
+    """A client's actor crashed more often than its restart policy allows; the client is dead."""
+
+
+class RequestErrorCategory(enum.StrEnum):
+    """Why the server says a request failed (``category`` of a failed future)."""
+
+    UNKNOWN = "unknown"
+    SERVER = "server"
+    USER = "user"
+
+    @classmethod
+    def parse(cls, value: object) -> RequestErrorCategory:
+        """Map a wire value to a category; anything unknown becomes :attr:`UNKNOWN`."""
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            return cls.UNKNOWN
+
+
+class APIError(TinkexError):
+    """Something went wrong talking to the server.
+
+    Attributes:
+        method: HTTP method of the request, when known.
+        path: request path (no query string, no host), when known.
+    """
+
+    def __init__(self, message: str, *, method: str | None = None, path: str | None = None) -> None:
+        self.method = method
+        self.path = path
+        super().__init__(message)
+
+
+class APIConnectionError(APIError):
+    """The request could not be sent or its answer not received (refused, reset, dropped)."""
+
+
+class APITimeoutError(APIConnectionError, TinkexTimeoutError):
+    """The HTTP request timed out (connect or read)."""
+
+
+class APIStatusError(APIError):
+    """The server answered with a non-2xx status.
+
+    Attributes:
+        status_code: the HTTP status.
+        body: a bounded excerpt of the response body (see :data:`BODY_EXCERPT_LIMIT`).
+        headers: selected response headers (never request headers, so never the API key).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.body = excerpt(body)
+        self.headers: dict[str, str] = dict(headers or {})
+        super().__init__(message, method=method, path=path)
+
+
+class BadRequestError(APIStatusError):
+    """400: the server rejected the request as malformed."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing, malformed or unknown."""
+
+
+class BillingError(APIStatusError):
+    """402: the account cannot run this request (billing)."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not access this resource (or a signed URL was altered or expired)."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such resource (or it belongs to another tenant)."""
+
+
+class ConflictError(APIStatusError):
+    """409: the request conflicts with the resource's state."""
+
+
+class GoneError(APIStatusError):
+    """410: the resource (a session, a promise) expired."""
+
+
+class PayloadTooLargeError(APIStatusError):
+    """413: the request body exceeds the server's limit."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the request was well-formed but semantically invalid."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests; retried automatically until the retry budget runs out."""
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the server failed; retried automatically until the retry budget runs out."""
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: BillingError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    410: GoneError,
+    413: PayloadTooLargeError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status_code: int) -> type[APIStatusError]:
+    """Return the :class:`APIStatusError` subclass for an HTTP status."""
+    if status_code >= 500:
+        return InternalServerError
+    return _STATUS_CLASSES.get(status_code, APIStatusError)
+
+
+class ResponseDecodeError(APIError):
+    """A 2xx answer was malformed or of an unexpected shape.
+
+    Attributes:
+        body: a bounded excerpt of what the server sent.
+        expected: the type or shape we expected (``"ForwardBackwardOutput (protobuf)"``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        body: bytes | str | None = None,
+        expected: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.body = excerpt(body)
+        self.expected = expected
+        shown = f"{message} (expected {expected})" if expected else message
+        if self.body:
+            shown = f"{shown}; body: {self.body}"
+        super().__init__(shown, method=method, path=path)
+
+
+class RequestFailedError(APIError):
+    """The server accepted the request, ran it, and reports that it failed.
+
+    Attributes:
+        category: :class:`RequestErrorCategory` (``user`` means the input was at fault).
+        request_id: the server's id of the failed request, when known.
+        details: any further fields of the failure body.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        category: RequestErrorCategory = RequestErrorCategory.UNKNOWN,
+        request_id: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.category = category
+        self.request_id = request_id
+        self.details: dict[str, Any] = dict(details or {})
+        super().__init__(f"request failed ({category.value}): {message}")
+
+
+class TokenizerError(TinkexError):
+    """A tokenizer could not be resolved or loaded (offline and not in any local cache)."""
+
+
+class CheckpointDownloadError(TinkexError):
+    """A checkpoint archive could not be downloaded or extracted."""
+
+
+class CheckpointExistsError(CheckpointDownloadError, FileExistsError):
+    """The output directory already holds this checkpoint; pass ``force=True`` to replace it."""
+
+
+class UnsafeArchiveError(CheckpointDownloadError):
+    """An archive member has an absolute path, ``..``, an outside link, or is a device/FIFO."""

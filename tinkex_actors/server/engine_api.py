@@ -1,0 +1,258 @@
+"""The contract between the embedded server's HTTP layer and its compute engines.
+
+The HTTP layer (``tinkex_actors.server.app`` and friends) owns the protocol: sessions,
+futures, idempotency, per-model ``seq_id`` ordering, persistence, auth. An :class:`Engine`
+owns the numbers: base models, LoRA adapters, losses, optimizer state, sampling. Two engines
+implement it: ``torch`` (real LoRA training with torch + transformers + peft) and ``null``
+(instant plausible answers, no torch import, for SDK benchmarks and load tests).
+
+Threading: the HTTP layer calls an engine from worker threads. It never runs two calls for the
+same ``model_id`` at once and runs them in ``seq_id`` order; calls for different models may
+arrive concurrently, so an engine that shares state (one base model) serializes internally.
+
+Errors: an engine raises :class:`EngineUserError` for input the caller got wrong (the HTTP
+layer reports it as a failed request of category ``user``, or a 400 when it can tell before
+queueing) and :class:`EngineNotFoundError` for an unknown adapter or sampler. Anything else
+is a server fault (category ``server``). A failing call leaves the engine's state as it was.
+
+Nothing here imports torch or numpy at module import time, so the null engine and the HTTP
+layer start fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+__all__ = [
+    "ADAPTER_CONFIG_FILE",
+    "ADAPTER_WEIGHTS_FILE",
+    "OPTIMIZER_STATE_FILE",
+    "AdamSpec",
+    "BaseModelInfo",
+    "Engine",
+    "EngineDatum",
+    "EngineError",
+    "EngineNotFoundError",
+    "EngineUserError",
+    "ForwardBackwardResult",
+    "LoraSpec",
+    "SampleResult",
+    "SampleSpec",
+    "SampledSeq",
+]
+
+#: Files of a saved checkpoint directory (training state or sampler weights).
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+OPTIMIZER_STATE_FILE = "optimizer.safetensors"
+
+
+class EngineError(Exception):
+    """Base class of engine failures."""
+
+
+class EngineUserError(EngineError, ValueError):
+    """The request's input is wrong (out-of-vocabulary token, mismatched lengths, ...)."""
+
+
+class EngineNotFoundError(EngineError, LookupError):
+    """No adapter or sampler with that id."""
+
+
+@dataclass(frozen=True)
+class BaseModelInfo:
+    """A base model the engine serves."""
+
+    name: str
+    #: What get_info reports as ``model_data.tokenizer_id``; must load offline.
+    tokenizer_id: str
+    vocab_size: int
+    max_context_length: int
+    arch: str = "llama"
+    #: Token ids that end a sequence when ``stop`` is not given.
+    eos_token_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """LoRA adapter settings (wire ``LoraConfig``)."""
+
+    rank: int = 32
+    seed: int | None = None
+    train_mlp: bool = True
+    train_attn: bool = True
+    train_unembed: bool = True
+
+
+@dataclass(frozen=True)
+class AdamSpec:
+    """AdamW hyper-parameters (wire ``AdamParams``); ``grad_clip_norm`` 0 disables clipping."""
+
+    learning_rate: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-12
+    weight_decay: float = 0.0
+    grad_clip_norm: float = 0.0
+
+
+@dataclass
+class EngineDatum:
+    """One training example, decoded from JSON or protobuf by the HTTP layer.
+
+    ``tokens`` is the model input (text chunks concatenated; the HTTP layer rejects image
+    chunks for text-only models). ``inputs`` maps loss input names (``target_tokens``,
+    ``weights``, ``logprobs``, ``advantages``, ...) to dense arrays; int64 or float32.
+    """
+
+    tokens: npt.NDArray[np.int64]
+    inputs: dict[str, npt.NDArray[np.generic]]
+
+
+@dataclass
+class ForwardBackwardResult:
+    """Per-datum outputs (in request order) and ``name:reduction`` metrics."""
+
+    outputs: list[dict[str, npt.NDArray[np.generic]]]
+    metrics: dict[str, float]
+    loss_fn_output_type: str = "ArrayRecord"
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """One asample request, validated by the HTTP layer."""
+
+    prompt: Sequence[int]
+    max_tokens: int
+    num_samples: int = 1
+    temperature: float = 1.0
+    top_k: int = -1
+    top_p: float = 1.0
+    seed: int | None = None
+    #: ``None``: stop at EOS. ``()``: never stop early (not even at EOS).
+    stop_strings: tuple[str, ...] | None = None
+    stop_token_ids: tuple[int, ...] | None = None
+    prompt_logprobs: bool = False
+    topk_prompt_logprobs: int = 0
+
+
+@dataclass
+class SampledSeq:
+    """One generated sequence."""
+
+    tokens: list[int]
+    logprobs: list[float]
+    stop_reason: Literal["stop", "length"]
+
+
+@dataclass
+class SampleResult:
+    """Generated sequences plus the optional prompt scores.
+
+    ``prompt_logprobs`` has one entry per prompt token (``None`` for the first, which has no
+    context). ``topk_prompt_logprobs`` has one row per prompt token (``None`` for the first),
+    each row up to ``k`` ``(token_id, logprob)`` pairs, best first.
+    """
+
+    sequences: list[SampledSeq]
+    prompt_logprobs: list[float | None] | None = None
+    topk_prompt_logprobs: list[list[tuple[int, float]] | None] | None = None
+    prompt_cache_hit_tokens: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """What the HTTP layer needs from a compute engine."""
+
+    #: ``"torch"`` or ``"null"``.
+    name: str
+
+    def start(self) -> None:
+        """Load heavy dependencies and base models. Called once, from a background thread;
+        the server answers healthz before it returns, and queues engine work until it does."""
+        ...
+
+    def close(self) -> None:
+        """Release resources (called at server shutdown)."""
+        ...
+
+    def base_models(self) -> Sequence[BaseModelInfo]:
+        """The models this engine serves (after :meth:`start`)."""
+        ...
+
+    # ---------------------------------------------------------------- training adapters
+    def create_adapter(self, model_id: str, base_model: str, lora: LoraSpec) -> None:
+        """Create a fresh LoRA adapter (deterministic from ``lora.seed``) with fresh AdamW
+        state. Raises EngineUserError for an unknown base model or a bad rank."""
+        ...
+
+    def drop_adapter(self, model_id: str) -> None:
+        """Forget an adapter and its optimizer state (unload_model)."""
+        ...
+
+    def forward_backward(
+        self,
+        model_id: str,
+        data: Sequence[EngineDatum],
+        loss_fn: str,
+        loss_fn_config: Mapping[str, float],
+        *,
+        forward_only: bool,
+    ) -> ForwardBackwardResult:
+        """Run the loss; unless ``forward_only``, accumulate gradients for the next
+        :meth:`optim_step`. Outputs carry at least ``logprobs`` (float32, one per target
+        token) per datum; metrics carry at least ``loss:sum``."""
+        ...
+
+    def optim_step(self, model_id: str, adam: AdamSpec) -> dict[str, float]:
+        """Apply the accumulated gradients with AdamW, then zero them. Returns metrics."""
+        ...
+
+    def save_state(self, model_id: str, directory: Path, *, with_optimizer: bool) -> None:
+        """Write the adapter (``ADAPTER_WEIGHTS_FILE`` + ``ADAPTER_CONFIG_FILE``) and, when
+        asked, the optimizer state (``OPTIMIZER_STATE_FILE``) into an existing empty directory.
+        The config file records base model and LoRA settings so a later load can rebuild it."""
+        ...
+
+    def load_state(self, model_id: str, directory: Path, *, with_optimizer: bool) -> None:
+        """Replace an existing adapter's weights (and optimizer state when asked) with a saved
+        checkpoint. Training continued after save/load must match training without the round
+        trip exactly."""
+        ...
+
+    def read_checkpoint_config(self, directory: Path) -> tuple[str, LoraSpec]:
+        """Base model name and LoRA settings recorded in a checkpoint directory."""
+        ...
+
+    def save_sampler_weights(self, model_id: str, directory: Path) -> None:
+        """Write the adapter weights only (no optimizer state), for sampling."""
+        ...
+
+    # ---------------------------------------------------------------- sampling
+    def create_sampler(
+        self,
+        sampler_id: str,
+        base_model: str,
+        *,
+        weights_dir: Path | None = None,
+        from_model_id: str | None = None,
+    ) -> None:
+        """Make a sampler: the bare base model, adapter weights read from ``weights_dir`` (copied
+        into memory, so deleting the files later leaves the sampler working), or a snapshot
+        of a live training adapter's current weights."""
+        ...
+
+    def drop_sampler(self, sampler_id: str) -> None:
+        """Forget a sampler."""
+        ...
+
+    def sample(self, sampler_id: str, spec: SampleSpec) -> SampleResult:
+        """Generate ``spec.num_samples`` sequences. The same ``seed`` gives the same output."""
+        ...
