@@ -32,9 +32,7 @@ def _leaked(before: set[int]) -> list[threading.Thread]:
     return [
         t
         for t in threading.enumerate()
-        if t.ident not in before
-        and t.is_alive()
-        and not t.name.startswith(ALLOWED_THREAD_PREFIXES)
+        if t.ident not in before and t.is_alive() and not t.name.startswith(ALLOWED_THREAD_PREFIXES)
     ]
 
 
