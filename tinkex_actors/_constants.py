@@ -66,6 +66,15 @@ DEFAULT_LORA_RANK: Final = 32
 #: Seed defaults for forward_backward chunking (the server's client/config values win).
 CHUNK_MAX_DATUMS: Final = 128
 CHUNK_MAX_TOKENS: Final = 500_000
+#: Estimated proto bytes of a forward_backward datum (protocol §5.4): per text token, per CSR
+#: index; dense tensors count their packed size, images their raw bytes.
+FWDBWD_BYTES_PER_TOKEN: Final = 4
+FWDBWD_SPARSE_INDEX_BYTES: Final = 8
+#: AdamParams defaults (protocol §3.4); weight_decay and grad_clip_norm default to 0 (off).
+ADAM_LEARNING_RATE: Final = 1e-4
+ADAM_BETA1: Final = 0.9
+ADAM_BETA2: Final = 0.95
+ADAM_EPS: Final = 1e-12
 LOSS_FNS: Final = ("cross_entropy", "importance_sampling", "ppo", "cispo", "dro")
 #: Default dtype of a loss_fn_inputs key given as a plain list.
 LOSS_INPUT_DTYPES: Final = {
@@ -93,6 +102,22 @@ SAMPLE_SEQ_ID_STRIDE: Final = 1_000_000_000
 #: Sentinel cell padding top-k logprob matrices.
 TOPK_SENTINEL_TOKEN: Final = 0
 TOPK_SENTINEL_LOGPROB: Final = -99999.0
+#: SamplingParams defaults (protocol §4.6); top_k -1 means no limit.
+SAMPLING_TEMPERATURE: Final = 1.0
+SAMPLING_TOP_K: Final = -1
+SAMPLING_TOP_P: Final = 1.0
+
+# ------------------------------------------------------------------------------- client/config
+#: What the official SDK assumes when client/config leaves a flag out (protocol §3.1).
+#: fwdbwd_max_chunk_len / fwdbwd_max_chunk_bytes_count have no default here: when the server
+#: does not announce them, chunking uses CHUNK_MAX_DATUMS / CHUNK_MAX_TOKENS.
+CONFIG_SAMPLE_DISPATCH_BYTES: Final = 10 * 1024 * 1024
+CONFIG_INFLIGHT_RESPONSE_BYTES: Final = 50 * 1024 * 1024
+CONFIG_FWDBWD_DISPATCH_BYTES: Final = 50_000_000
+CONFIG_BILLING_MAX_PAUSE: Final = 3600
+CONFIG_SAMPLE_MAX_CONCURRENT: Final = 2000
+CONFIG_REFRESH_INTERVAL: Final = 300
+CONFIG_SAMPLE_CANCEL_BATCH: Final = 64
 
 # ------------------------------------------------------------------------------- headers
 HEADER_API_KEY: Final = "X-API-Key"
@@ -112,6 +137,18 @@ CONTENT_JSON: Final = "application/json"
 CONTENT_PROTOBUF: Final = "application/x-protobuf"
 #: Prefix of idempotency keys; one key per call, reused across that call's retries.
 IDEMPOTENCY_KEY_PREFIX: Final = "tinkex-retry-"
+#: User-Agent is ``<this>/<version>``.
+USER_AGENT_PRODUCT: Final = "tinkex_actors"
+
+# ------------------------------------------------------------------------------- HTTP transport
+#: Keep-alive connections kept per origin and tenant; more concurrent requests open extra
+#: connections that are closed after use. Opened lazily, so a large value costs nothing idle.
+HTTP_POOL_SIZE: Final = 64
+#: Same-origin redirects followed per request (a redirect to another origin is never
+#: followed with the API key).
+HTTP_MAX_REDIRECTS: Final = 5
+#: Bytes per chunk yielded by streaming downloads.
+HTTP_STREAM_CHUNK_SIZE: Final = 1024 * 1024
 
 # ------------------------------------------------------------------------------- request types
 #: Values of X-Tinker-Request-Type on retrieve_future, by what the future will hold.
@@ -126,3 +163,33 @@ REQUEST_TYPES: Final = (
     "Sample",
     "UnloadModel",
 )
+
+# ------------------------------------------------------------------------------- embedded server
+#: The model the embedded server serves by default (torch: built locally; null: simulated).
+SERVER_DEFAULT_MODEL: Final = "tinkex/tiny-llama"
+SERVER_DEFAULT_HOST: Final = "127.0.0.1"
+SERVER_DEFAULT_PORT: Final = 8000
+#: retrieve_future holds a pending future this long, then answers try_again; must stay below
+#: the client's RETRIEVE_FUTURE_TIMEOUT.
+SERVER_POLL_HOLD: Final = 25.0
+SERVER_MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+#: A zstd body may expand to at most this many times the body limit.
+SERVER_MAX_DECOMPRESSION_RATIO: Final = 16
+#: A missing seq_id holds its model's later requests at most this long.
+SERVER_SEQ_GAP_TIMEOUT: Final = 30.0
+#: Worker threads running engine calls.
+SERVER_WORKERS: Final = 16
+#: Completed futures (and idempotency records) are kept this long for re-retrieval.
+SERVER_FUTURE_TTL: Final = 3600.0
+SERVER_IDEMPOTENCY_MAX: Final = 100_000
+#: Signed archive URLs live this long by default (the 0.25 SDK assumes 15 minutes).
+SERVER_ARCHIVE_URL_TTL: Final = 900
+#: Checkpoint TTL bounds (protocol §3.5: one hour to ten years).
+CHECKPOINT_TTL_MIN: Final = 3600
+CHECKPOINT_TTL_MAX: Final = 10 * 365 * 24 * 3600
+SERVER_EXPIRY_SWEEP_INTERVAL: Final = 60.0
+#: On SIGTERM, in-flight HTTP requests get this long to finish.
+SERVER_GRACEFUL_SHUTDOWN: Final = 10.0
+#: Vocabulary of the null engine's simulated model.
+NULL_ENGINE_VOCAB_SIZE: Final = 4096
+NULL_ENGINE_CONTEXT_LENGTH: Final = 4096

@@ -1,0 +1,286 @@
+"""Models and training: create_model, get_info, unload_model, forward(_backward), optim_step."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, TypeAlias, get_args
+
+import attrs
+
+from tinkex_actors._constants import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, ADAM_LEARNING_RATE
+from tinkex_actors.errors import ValidationError
+from tinkex_actors.types import _validate as v
+from tinkex_actors.types._datum import Datum
+from tinkex_actors.types._tensor import TensorData
+
+__all__ = [
+    "AdamParams",
+    "CreateModelRequest",
+    "CreateModelResponse",
+    "ForwardBackwardInput",
+    "ForwardBackwardOutput",
+    "ForwardBackwardRequest",
+    "ForwardRequest",
+    "GetInfoRequest",
+    "GetInfoResponse",
+    "LoraConfig",
+    "LossFnOutput",
+    "LossFnType",
+    "ModelData",
+    "OptimStepRequest",
+    "OptimStepResponse",
+    "OptimizerConfig",
+    "UnloadModelRequest",
+    "UnloadModelResponse",
+]
+
+#: Loss functions. The first five are the protocol's core set (``_constants.LOSS_FNS``); newer
+#: servers also accept ``gspo``, ``stable_reinforce`` and ``custom`` (a server-side custom loss,
+#: addressed by ``loss_fn_config={"loss_id": ...}``). Whether a server supports one is its call.
+LossFnType: TypeAlias = Literal[
+    "cross_entropy",
+    "importance_sampling",
+    "ppo",
+    "cispo",
+    "dro",
+    "gspo",
+    "stable_reinforce",
+    "custom",
+]
+_LOSS_FNS: tuple[str, ...] = get_args(LossFnType)
+
+#: One datum's outputs, e.g. ``{"logprobs": TensorData(...)}``.
+LossFnOutput: TypeAlias = dict[str, TensorData]
+
+
+# ---------------------------------------------------------------------------- configs
+
+
+@attrs.frozen(kw_only=True)
+class LoraConfig:
+    """LoRA adapter settings for create_model.
+
+    Args:
+        rank: adapter rank (>= 1).
+        seed: initialization seed (None = random).
+        train_unembed / train_mlp / train_attn: which layers get adapters; at least one.
+    """
+
+    rank: int = attrs.field(validator=v.int_field(minimum=1))
+    seed: int | None = attrs.field(default=None, validator=v.int_field(optional=True))
+    train_unembed: bool = attrs.field(default=True, validator=v.bool_field())
+    train_mlp: bool = attrs.field(default=True, validator=v.bool_field())
+    train_attn: bool = attrs.field(default=True, validator=v.bool_field())
+
+    def __attrs_post_init__(self) -> None:
+        if not (self.train_unembed or self.train_mlp or self.train_attn):
+            raise ValidationError(
+                "at least one of train_unembed, train_mlp, train_attn must be True",
+                field="LoraConfig.train_attn",
+            )
+
+
+@attrs.frozen(kw_only=True)
+class OptimizerConfig:
+    """The optimizer family of a model: ``{"type": "adamw"}`` (default) or ``dimuon`` v1."""
+
+    type: str = attrs.field(default="adamw", validator=v.str_field(nonempty=True))
+    version: int | None = attrs.field(default=None, validator=v.int_field(optional=True))
+
+
+@attrs.frozen(kw_only=True)
+class AdamParams:
+    """AdamW step parameters (decoupled weight decay; ``grad_clip_norm`` 0 means no clipping)."""
+
+    learning_rate: float = attrs.field(
+        default=ADAM_LEARNING_RATE, validator=v.float_field(minimum=0)
+    )
+    beta1: float = attrs.field(default=ADAM_BETA1, validator=v.float_field(minimum=0, below=1))
+    beta2: float = attrs.field(default=ADAM_BETA2, validator=v.float_field(minimum=0, below=1))
+    eps: float = attrs.field(default=ADAM_EPS, validator=v.float_field(above=0))
+    weight_decay: float = attrs.field(default=0.0, validator=v.float_field(minimum=0))
+    grad_clip_norm: float = attrs.field(default=0.0, validator=v.float_field(minimum=0))
+
+    def __attrs_post_init__(self) -> None:
+        v.set_floats(
+            self, "learning_rate", "beta1", "beta2", "eps", "weight_decay", "grad_clip_norm"
+        )
+
+
+# ---------------------------------------------------------------------------- models
+
+
+@attrs.frozen(kw_only=True)
+class CreateModelRequest:
+    """``POST /api/v1/create_model`` (answers with a future of :class:`CreateModelResponse`)."""
+
+    session_id: str = attrs.field(validator=v.str_field(nonempty=True))
+    model_seq_id: int = attrs.field(validator=v.int_field(minimum=0))
+    base_model: str = attrs.field(validator=v.str_field(nonempty=True))
+    user_metadata: dict[str, Any] | None = attrs.field(
+        default=None, validator=v.str_mapping(optional=True)
+    )
+    lora_config: LoraConfig | None = attrs.field(
+        default=None, validator=v.instance_of(LoraConfig, optional=True)
+    )
+    optimizer_config: OptimizerConfig = attrs.field(
+        factory=OptimizerConfig, validator=v.instance_of(OptimizerConfig)
+    )
+    type: Literal["create_model"] = attrs.field(
+        default="create_model", validator=v.one_of(("create_model",))
+    )
+
+
+@attrs.frozen(kw_only=True)
+class CreateModelResponse:
+    """Result of a create_model future."""
+
+    model_id: str
+    type: Literal["create_model"] = "create_model"
+
+
+@attrs.frozen(kw_only=True)
+class GetInfoRequest:
+    """``POST /api/v1/get_info``."""
+
+    model_id: str = attrs.field(validator=v.str_field(nonempty=True))
+    type: Literal["get_info"] = attrs.field(default="get_info", validator=v.one_of(("get_info",)))
+
+
+@attrs.frozen(kw_only=True)
+class ModelData:
+    """What a model is: architecture, base model name, tokenizer id."""
+
+    arch: str | None = None
+    model_name: str | None = None
+    tokenizer_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class GetInfoResponse:
+    """Answer of get_info."""
+
+    model_id: str
+    model_data: ModelData
+    optimizer_config: OptimizerConfig = attrs.field(factory=OptimizerConfig)
+    is_lora: bool | None = None
+    lora_rank: int | None = None
+    model_name: str | None = None
+    type: Literal["get_info"] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class UnloadModelRequest:
+    """``POST /api/v1/unload_model`` (older servers; answers with a future)."""
+
+    model_id: str = attrs.field(validator=v.str_field(nonempty=True))
+    type: Literal["unload_model"] = attrs.field(
+        default="unload_model", validator=v.one_of(("unload_model",))
+    )
+
+
+@attrs.frozen(kw_only=True)
+class UnloadModelResponse:
+    """Result of an unload_model future."""
+
+    model_id: str
+    type: Literal["unload_model"] | None = None
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def _to_data(data: Iterable[Datum]) -> tuple[Datum, ...]:
+    if isinstance(data, str | bytes | Datum) or not isinstance(data, Iterable):
+        raise ValidationError(
+            f"expected a list of Datum, got {v.type_name(data)}", field="ForwardBackwardInput.data"
+        )
+    result = tuple(data)
+    for i, datum in enumerate(result):
+        if not isinstance(datum, Datum):
+            raise ValidationError(
+                f"expected Datum, got {v.type_name(datum)}", field=f"ForwardBackwardInput.data[{i}]"
+            )
+    return result
+
+
+def _check_loss_fn_config(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    field = v.path(instance, attribute)
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"expected a mapping, got {v.type_name(value)}", field=field)
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise ValidationError(f"keys must be strings, got {v.type_name(key)}", field=field)
+        if not isinstance(item, str):
+            v.check_float(item, f"{field}.{key}")
+
+
+@attrs.frozen(kw_only=True)
+class ForwardBackwardInput:
+    """A batch and the loss to run on it.
+
+    ``loss_fn_config`` holds numbers (e.g. PPO ``clip_low_threshold``) and, for newer servers,
+    strings (``{"loss_id": ...}`` for ``custom``).
+    """
+
+    data: tuple[Datum, ...] = attrs.field(converter=_to_data)
+    loss_fn: LossFnType = attrs.field(validator=v.one_of(_LOSS_FNS))
+    loss_fn_config: Mapping[str, float | str] | None = attrs.field(
+        default=None, validator=_check_loss_fn_config
+    )
+
+
+@attrs.frozen(kw_only=True)
+class ForwardBackwardRequest:
+    """``POST /api/v1/forward_backward`` (protobuf on the wire; see ``wire``)."""
+
+    forward_backward_input: ForwardBackwardInput = attrs.field(
+        validator=v.instance_of(ForwardBackwardInput)
+    )
+    model_id: str = attrs.field(validator=v.str_field(nonempty=True))
+    seq_id: int | None = attrs.field(default=None, validator=v.int_field(optional=True, minimum=0))
+
+
+@attrs.frozen(kw_only=True)
+class ForwardRequest:
+    """``POST /api/v1/forward`` (legacy JSON forward-only; newer SDKs send forward_only protos)."""
+
+    forward_input: ForwardBackwardInput = attrs.field(validator=v.instance_of(ForwardBackwardInput))
+    model_id: str = attrs.field(validator=v.str_field(nonempty=True))
+    seq_id: int | None = attrs.field(default=None, validator=v.int_field(optional=True, minimum=0))
+
+
+@attrs.frozen(kw_only=True)
+class ForwardBackwardOutput:
+    """Result of forward / forward_backward.
+
+    Attributes:
+        loss_fn_output_type: the output record's type name (e.g. ``"ArrayRecord"``).
+        loss_fn_outputs: one ``{name: TensorData}`` per datum, in request order.
+        metrics: ``{"name:reduction": value}``, e.g. ``{"loss:sum": 3.2}``.
+    """
+
+    loss_fn_output_type: str
+    loss_fn_outputs: list[LossFnOutput]
+    metrics: dict[str, float] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class OptimStepRequest:
+    """``POST /api/v1/optim_step``."""
+
+    adam_params: AdamParams = attrs.field(validator=v.instance_of(AdamParams))
+    model_id: str = attrs.field(validator=v.str_field(nonempty=True))
+    seq_id: int | None = attrs.field(default=None, validator=v.int_field(optional=True, minimum=0))
+    type: Literal["optim_step"] = attrs.field(
+        default="optim_step", validator=v.one_of(("optim_step",))
+    )
+
+
+@attrs.frozen(kw_only=True)
+class OptimStepResponse:
+    """Result of an optim_step future."""
+
+    metrics: dict[str, float] | None = None
