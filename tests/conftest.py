@@ -9,11 +9,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from _servers import ServerHandle, session_server
 
 # The official `tinker` SDK runs one process-wide asyncio loop thread it never stops; allow it
 # by name. Nothing of ours belongs here.
@@ -26,6 +30,11 @@ THREAD_GRACE_SECONDS = 5.0
 os.environ.setdefault("TINKER_TELEMETRY", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# One Hugging Face cache per test session, shared by this process and the torch server (which
+# registers its tiny model's tokenizer there): set before anything imports huggingface_hub.
+SESSION_HF_HOME = Path(tempfile.mkdtemp(prefix="tinkex-tests-hf-"))
+os.environ["HF_HOME"] = str(SESSION_HF_HOME)
 
 
 def _leaked(before: set[int]) -> list[threading.Thread]:
@@ -48,3 +57,34 @@ def _no_thread_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     if leaked:
         names = ", ".join(sorted(f"{t.name}(daemon={t.daemon})" for t in leaked))
         pytest.fail(f"{request.node.nodeid} leaked threads: {names}", pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(SESSION_HF_HOME, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- embedded servers
+#: Flags of the shared null server: short TTLs for expiry tests, two-datum forward_backward
+#: chunks (so SDK chunks arrive concurrently, first chunk last) and zstd request bodies.
+NULL_SERVER_ARGS = (
+    "--min-ttl-seconds=1",
+    "--expiry-sweep-interval=1",
+    "--poll-hold-seconds=2",
+    "--max-body-bytes=4194304",
+    "--client-config=fwdbwd_max_chunk_len=2",
+    "--client-config=proto_compress_fwdbwd=true",
+)
+
+
+@pytest.fixture(scope="session")
+def null_server() -> Iterator[ServerHandle]:
+    """One null-engine server per test session (started on first use; see tests/_servers.py)."""
+    with session_server("null", extra_args=NULL_SERVER_ARGS) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def torch_server() -> Iterator[ServerHandle]:
+    """One torch-engine server per test session, sharing this process's HF_HOME."""
+    with session_server("torch", hf_home=SESSION_HF_HOME, ready_timeout=120.0) as handle:
+        yield handle

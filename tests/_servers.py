@@ -1,0 +1,236 @@
+"""Test harness: run the embedded server as a subprocess.
+
+``start_server(engine=..., data_dir=...)`` starts ``python -m tinkex_actors.server`` on a
+free 127.0.0.1 port (the server binds port 0 and reports the port through ``--port-file``),
+waits for ``/api/v1/healthz`` and returns a :class:`ServerHandle`. ``stop()`` sends SIGTERM
+and kills after a timeout; ``restart()`` stops and starts again on the same data directory
+and, when it is still free, the same port (so clients built before keep working).
+``session_server(engine)`` is the context manager behind the session fixtures: its own temp
+directory (removed afterwards) holding the data dir, the log and, unless given, an HF cache.
+No server threads run in the test process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ServerError", "ServerHandle", "new_api_key", "session_server", "start_server"]
+
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+_POLL = 0.05
+
+
+class ServerError(RuntimeError):
+    """The server did not start or stop as expected (its log tail is in the message)."""
+
+
+def new_api_key() -> str:
+    """A random key of the form the official SDK accepts."""
+    return "tml-test-" + secrets.token_hex(12)
+
+
+@dataclass
+class ServerHandle:
+    """A server subprocess and how to reach it.
+
+    Attributes:
+        engine: ``"null"`` or ``"torch"``.
+        data_dir: the server's ``--data-dir``.
+        log_path: the server's combined stdout/stderr (appended across restarts).
+        api_key / other_api_key: two accepted keys (two tenants).
+        hf_home: ``HF_HOME`` of the server process.
+        extra_args: further command-line flags.
+    """
+
+    engine: str
+    data_dir: Path
+    log_path: Path
+    hf_home: Path
+    api_key: str = field(default_factory=new_api_key)
+    other_api_key: str = field(default_factory=new_api_key)
+    extra_args: tuple[str, ...] = ()
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    returncodes: list[int] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def headers(self, api_key: str | None = None, **extra: str) -> dict[str, str]:
+        """Request headers carrying ``api_key`` (default: :attr:`api_key`)."""
+        return {"X-API-Key": api_key or self.api_key, **extra}
+
+    def env(self) -> dict[str, str]:
+        """The subprocess environment: offline, no telemetry, this handle's HF cache."""
+        env = dict(os.environ)
+        env.update(
+            HF_HOME=str(self.hf_home),
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            TINKER_TELEMETRY="0",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the server log."""
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def start(self, ready_timeout: float = READY_TIMEOUT) -> None:
+        """Start the subprocess (reusing :attr:`port` if set) and wait until healthy."""
+        if self.process is not None:
+            raise ServerError("already running")
+        try:
+            self._spawn(self.port, ready_timeout)
+        except ServerError:
+            if not self.port:
+                raise
+            self._spawn(0, ready_timeout)  # the old port was taken meanwhile
+
+    def _spawn(self, port: int, ready_timeout: float) -> None:
+        port_file = self.log_path.with_suffix(".port")
+        port_file.unlink(missing_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "tinkex_actors.server",
+            "--engine",
+            self.engine,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--port-file",
+            str(port_file),
+            "--data-dir",
+            str(self.data_dir),
+            "--api-key",
+            self.api_key,
+            "--api-key",
+            self.other_api_key,
+            "--log-level",
+            "INFO",
+            *self.extra_args,
+        ]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=self.env(), close_fds=True
+            )
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                self.process = None
+                raise ServerError(f"server exited with {code} at start:\n{self.log_tail()}")
+            if port_file.exists() and port_file.read_text().strip():
+                self.port = int(port_file.read_text())
+                if self._healthy():
+                    port_file.unlink(missing_ok=True)
+                    return
+            time.sleep(_POLL)
+        self.stop()
+        raise ServerError(f"server not healthy after {ready_timeout}s:\n{self.log_tail()}")
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/api/v1/healthz", timeout=2) as reply:
+                return bool(reply.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL; returns the exit status."""
+        process, self.process = self.process, None
+        if process is None:
+            return 0
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout)
+        self.returncodes.append(process.returncode)
+        return process.returncode
+
+    def restart(self, ready_timeout: float = READY_TIMEOUT) -> int:
+        """Stop (SIGTERM) and start again on the same data directory; returns the stop status."""
+        code = self.stop()
+        self.start(ready_timeout)
+        return code
+
+
+def start_server(
+    *,
+    engine: str = "null",
+    data_dir: Path,
+    log_path: Path | None = None,
+    hf_home: Path | None = None,
+    api_keys: Sequence[str] = (),
+    extra_args: Sequence[str] = (),
+    ready_timeout: float = READY_TIMEOUT,
+) -> ServerHandle:
+    """Start a server subprocess and wait until it answers healthz."""
+    keys = list(api_keys) or [new_api_key(), new_api_key()]
+    if len(keys) == 1:
+        keys.append(new_api_key())
+    handle = ServerHandle(
+        engine=engine,
+        data_dir=data_dir,
+        log_path=log_path or data_dir.parent / f"{data_dir.name}.log",
+        hf_home=hf_home or data_dir.parent / f"{data_dir.name}-hf",
+        api_key=keys[0],
+        other_api_key=keys[1],
+        extra_args=tuple(extra_args),
+    )
+    handle.data_dir.mkdir(parents=True, exist_ok=True)
+    handle.hf_home.mkdir(parents=True, exist_ok=True)
+    handle.start(ready_timeout)
+    return handle
+
+
+@contextlib.contextmanager
+def session_server(
+    engine: str,
+    *,
+    extra_args: Sequence[str] = (),
+    hf_home: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = READY_TIMEOUT,
+) -> Iterator[ServerHandle]:
+    """A server in its own temp directory, stopped and removed on exit."""
+    root = Path(tempfile.mkdtemp(prefix=f"tinkex-{engine}-server-"))
+    handle: ServerHandle | None = None
+    try:
+        handle = start_server(
+            engine=engine,
+            data_dir=root / "data",
+            log_path=root / "server.log",
+            hf_home=hf_home or root / "hf",
+            extra_args=extra_args,
+            ready_timeout=ready_timeout,
+        )
+        yield handle
+    finally:
+        if handle is not None:
+            handle.stop()
+        shutil.rmtree(root, ignore_errors=True)

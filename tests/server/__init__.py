@@ -1,0 +1,1 @@
+"""Tests of the embedded server (tinkex_actors.server)."""

@@ -1,0 +1,74 @@
+"""Errors the server answers with, as the library's own status-error classes.
+
+The server raises :class:`~tinkex_actors.errors.APIStatusError` subclasses; the app's exception
+handler turns each into its status with a JSON ``{"detail": message}`` body (never an empty
+body: the official SDK treats an empty 400 as a proxy failure).
+"""
+
+from __future__ import annotations
+
+from tinkex_actors._constants import HEADER_RETRY_AFTER
+from tinkex_actors.errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    GoneError,
+    InternalServerError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+)
+
+__all__ = [
+    "bad_request",
+    "conflict",
+    "forbidden",
+    "gone",
+    "not_found",
+    "too_large",
+    "unauthorized",
+    "unavailable",
+]
+
+
+def bad_request(message: str) -> APIStatusError:
+    """400: the request is malformed or names something invalid."""
+    return BadRequestError(message, status_code=400)
+
+
+def unauthorized(message: str) -> APIStatusError:
+    """401: no valid API key."""
+    return AuthenticationError(message, status_code=401)
+
+
+def forbidden(message: str) -> APIStatusError:
+    """403: visible but not yours to change, or a bad archive signature."""
+    return PermissionDeniedError(message, status_code=403)
+
+
+def not_found(message: str) -> APIStatusError:
+    """404: unknown, foreign or expired."""
+    return NotFoundError(message, status_code=404)
+
+
+def conflict(message: str) -> APIStatusError:
+    """409: the resource's state forbids the request."""
+    return ConflictError(message, status_code=409)
+
+
+def gone(message: str) -> APIStatusError:
+    """410: the session was finished."""
+    return GoneError(message, status_code=410)
+
+
+def too_large(message: str) -> APIStatusError:
+    """413: the body exceeds the server's limit."""
+    return PayloadTooLargeError(message, status_code=413)
+
+
+def unavailable(message: str, retry_after: float) -> APIStatusError:
+    """503 with ``retry-after``: try again shortly."""
+    return InternalServerError(
+        message, status_code=503, headers={HEADER_RETRY_AFTER: str(max(1, round(retry_after)))}
+    )

@@ -1,0 +1,89 @@
+"""The embedded server's settings (what the command-line flags set)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinkex_actors._constants import (
+    CHECKPOINT_TTL_MIN,
+    SERVER_ARCHIVE_URL_TTL,
+    SERVER_DEFAULT_HOST,
+    SERVER_DEFAULT_PORT,
+    SERVER_EXPIRY_SWEEP_INTERVAL,
+    SERVER_FUTURE_TTL,
+    SERVER_MAX_BODY_BYTES,
+    SERVER_POLL_HOLD,
+    SERVER_SEQ_GAP_TIMEOUT,
+    SERVER_WORKERS,
+)
+from tinkex_actors.errors import ConfigError
+
+__all__ = ["ServerSettings"]
+
+#: Synchronous endpoints that need the engine wait this long for its warm-up, then answer 503.
+ENGINE_WAIT_TIMEOUT = 50.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Validated server settings.
+
+    Attributes:
+        data_dir: SQLite database, checkpoints and the archive secret live here.
+        api_keys: accepted keys (``tml-...``); never shown in the repr.
+        engine: ``"torch"`` or ``"null"``.
+        models: extra ``name -> local Hugging Face directory`` (torch engine).
+        simulate_ms: null engine's simulated work per forward_backward / optim_step.
+        poll_hold_seconds: how long retrieve_future holds a pending future.
+        max_body_bytes: request body limit (413 above).
+        threads: engine compute threads (0: engine default).
+        workers: worker threads running engine calls.
+        seq_gap_timeout: how long a missing seq_id holds a model's later requests.
+        archive_url_ttl: lifetime of signed archive URLs (seconds).
+        min_ttl_seconds: smallest checkpoint TTL accepted.
+        expiry_sweep_interval: how often expired checkpoints and futures are swept.
+        future_ttl: how long finished futures stay retrievable.
+        client_config: flags answered to ``client/config`` (e.g. chunk limits).
+    """
+
+    data_dir: Path
+    api_keys: tuple[str, ...] = field(repr=False)
+    host: str = SERVER_DEFAULT_HOST
+    port: int = SERVER_DEFAULT_PORT
+    engine: str = "torch"
+    models: Mapping[str, Path] = field(default_factory=dict)
+    simulate_ms: float = 0.0
+    poll_hold_seconds: float = SERVER_POLL_HOLD
+    max_body_bytes: int = SERVER_MAX_BODY_BYTES
+    threads: int = 0
+    workers: int = SERVER_WORKERS
+    seq_gap_timeout: float = SERVER_SEQ_GAP_TIMEOUT
+    archive_url_ttl: int = SERVER_ARCHIVE_URL_TTL
+    min_ttl_seconds: int = CHECKPOINT_TTL_MIN
+    expiry_sweep_interval: float = SERVER_EXPIRY_SWEEP_INTERVAL
+    future_ttl: float = SERVER_FUTURE_TTL
+    client_config: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[str, bool, str]] = [
+            ("port", 0 <= self.port <= 65535, "expected 0..65535"),
+            ("simulate_ms", self.simulate_ms >= 0, "expected >= 0"),
+            ("poll_hold_seconds", 0 < self.poll_hold_seconds < 45, "expected 0 < s < 45"),
+            ("max_body_bytes", self.max_body_bytes >= 1024, "expected >= 1024"),
+            ("threads", self.threads >= 0, "expected >= 0"),
+            ("workers", self.workers >= 1, "expected >= 1"),
+            ("seq_gap_timeout", self.seq_gap_timeout > 0, "expected > 0"),
+            ("archive_url_ttl", self.archive_url_ttl >= 1, "expected >= 1"),
+            ("min_ttl_seconds", self.min_ttl_seconds >= 1, "expected >= 1"),
+            ("expiry_sweep_interval", self.expiry_sweep_interval > 0, "expected > 0"),
+            ("future_ttl", self.future_ttl > 0, "expected > 0"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(name, f"{expected}, got {getattr(self, name)!r}")
+        for name, path in self.models.items():
+            if not Path(path).is_dir():
+                raise ConfigError("models", f"{name}: {path} is not a directory")
