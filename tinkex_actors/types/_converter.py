@@ -381,6 +381,52 @@ def _is_str_any_dict(t: Any) -> bool:
     return get_origin(t) in (dict, Mapping) and get_args(t) == (str, Any)
 
 
+def _is_list_type(t: Any) -> bool:
+    return get_origin(t) is list
+
+
+def _structure_list_factory(t: Any) -> Callable[[Any, Any], list[Any]]:
+    # cattrs would iterate any iterable (a string becomes a list of characters): JSON arrays only.
+    (item_type,) = get_args(t) or (Any,)
+    item_hook = converter.get_structure_hook(item_type)
+
+    def structure(value: Any, _: Any) -> list[Any]:
+        if type(value) is not list:
+            raise _wrong(value, "an array")
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(item_hook(item, item_type))
+            except Exception as exc:
+                raise ValueError(f"element {i}: {_brief(exc)}") from exc
+        return out
+
+    return structure
+
+
+def _is_fixed_tuple(t: Any) -> bool:
+    args = get_args(t)
+    return get_origin(t) is tuple and bool(args) and args[-1] is not Ellipsis
+
+
+def _structure_tuple_factory(t: Any) -> Callable[[Any, Any], tuple[Any, ...]]:
+    item_types = get_args(t)
+    hooks = [converter.get_structure_hook(a) for a in item_types]
+
+    def structure(value: Any, _: Any) -> tuple[Any, ...]:
+        if type(value) is not list or len(value) != len(item_types):
+            raise _wrong(value, f"an array of {len(item_types)} items")
+        return tuple(hook(item, a) for hook, item, a in zip(hooks, value, item_types, strict=True))
+
+    return structure
+
+
+def _brief(exc: BaseException) -> str:
+    if isinstance(exc, cattrs.BaseValidationError):
+        return "; ".join(cattrs.transform_error(exc, path="$"))
+    return str(exc) or type(exc).__name__
+
+
 def _validation_to_value_error(func: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     # Constructors raise ValidationError; inside a decode that is a malformed value.
     def hook(value: Any, t: Any) -> Any:
@@ -415,6 +461,9 @@ def _register() -> None:
     c.register_structure_hook(bytes, _structure_bytes)
     c.register_structure_hook(dt.datetime, _structure_datetime)
     c.register_structure_hook(RequestErrorCategory, _structure_category)
+    # Later registrations win: the generic list/tuple rules first, the fast paths after.
+    c.register_structure_hook_factory(_is_list_type, _structure_list_factory)
+    c.register_structure_hook_factory(_is_fixed_tuple, _structure_tuple_factory)
     c.register_structure_hook_func(lambda t: t == list[int], _structure_int_list)
     c.register_structure_hook_func(lambda t: t == list[float], _structure_float_list)
     c.register_structure_hook_func(lambda t: t == list[float | None], _structure_opt_float_list)

@@ -8,6 +8,7 @@ import attrs
 
 from tinkex_actors.errors import RequestErrorCategory
 from tinkex_actors.types import _validate as v
+from tinkex_actors.types._typecheck import typed
 
 __all__ = [
     "FutureMetadataResponse",
@@ -23,7 +24,7 @@ __all__ = [
 QueueState = str
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class UntypedAPIFuture:
     """The immediate answer of a future-returning request.
 
@@ -38,7 +39,7 @@ class UntypedAPIFuture:
     sample_sequence_ids: list[str] | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class FutureRetrieveRequest:
     """``POST /api/v1/retrieve_future``; ``allow_metadata_only`` on the first poll."""
 
@@ -46,7 +47,7 @@ class FutureRetrieveRequest:
     allow_metadata_only: bool = attrs.field(default=False, validator=v.bool_field())
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class TryAgainResponse:
     """The result is not ready: poll again (the queue state says why it waits)."""
 
@@ -56,7 +57,7 @@ class TryAgainResponse:
     type: Literal["try_again"] = "try_again"
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class RequestFailedResponse:
     """The request ran and failed; an unknown category reads as ``unknown``."""
 
@@ -64,7 +65,7 @@ class RequestFailedResponse:
     category: RequestErrorCategory = RequestErrorCategory.UNKNOWN
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class FutureMetadataResponse:
     """The result is ready but large: poll again with ``allow_metadata_only=False``."""
 

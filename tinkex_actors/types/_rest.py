@@ -9,6 +9,7 @@ import attrs
 
 from tinkex_actors.errors import InvalidTinkerPathError
 from tinkex_actors.types import _validate as v
+from tinkex_actors.types._typecheck import typed
 
 __all__ = [
     "Checkpoint",
@@ -38,7 +39,7 @@ _EXPECTED_FORM: Final = (
 )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class Cursor:
     """Where a page sits in a listing."""
 
@@ -47,7 +48,7 @@ class Cursor:
     total_count: int
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class Checkpoint:
     """A saved checkpoint of a training run."""
 
@@ -61,7 +62,7 @@ class Checkpoint:
     expires_at: dt.datetime | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class TrainingRun:
     """A training run (a model): its base model, owner, LoRA rank, latest checkpoints."""
 
@@ -77,7 +78,7 @@ class TrainingRun:
     user_metadata: dict[str, str] | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class TrainingRunsResponse:
     """``GET /api/v1/training_runs``."""
 
@@ -85,7 +86,7 @@ class TrainingRunsResponse:
     cursor: Cursor
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class CheckpointsListResponse:
     """``GET /api/v1/checkpoints`` and ``GET /api/v1/training_runs/{id}/checkpoints``."""
 
@@ -93,14 +94,14 @@ class CheckpointsListResponse:
     cursor: Cursor | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class ListSessionsResponse:
     """``GET /api/v1/sessions``: session ids."""
 
     sessions: list[str]
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class GetSessionResponse:
     """``GET /api/v1/sessions/{id}``: the session's training runs and samplers."""
 
@@ -110,7 +111,7 @@ class GetSessionResponse:
     display_name: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class CheckpointArchiveUrlResponse:
     """A signed download URL for a checkpoint archive and when it stops working."""
 
@@ -118,7 +119,7 @@ class CheckpointArchiveUrlResponse:
     expires: dt.datetime
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class CheckpointTtlRequest:
     """Body of ``PUT .../checkpoints/{id}/ttl``: seconds to live, or null to keep forever."""
 
@@ -127,7 +128,7 @@ class CheckpointTtlRequest:
     )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class ParsedCheckpointTinkerPath:
     """The parts of ``tinker://<training_run_id>/<kind>/<name>``.
 

@@ -12,6 +12,7 @@ from tinkex_actors.errors import ResponseDecodeError, ValidationError
 from tinkex_actors.types import _validate as v
 from tinkex_actors.types._model_input import ModelInput
 from tinkex_actors.types._tensor import TensorData
+from tinkex_actors.types._typecheck import typed
 
 __all__ = [
     "CreateSamplingSessionRequest",
@@ -59,7 +60,7 @@ def _to_stop(value: str | Sequence[str] | Sequence[int] | None) -> Stop | None:
     return tuple(int(item) for item in items)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SamplingParams:
     """How to sample.
 
@@ -88,7 +89,7 @@ class SamplingParams:
         v.set_floats(self, "temperature", "top_p")
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SampleRequest:
     """``POST /api/v1/asample`` (answers with a future of :class:`SampleResponse`).
 
@@ -136,7 +137,7 @@ class SampleRequest:
             )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SampledSequence:
     """One generated sequence.
 
@@ -156,7 +157,7 @@ class SampledSequence:
     sequence_id: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class PromptAltTokens:
     """Alternative draws at every prompt position after the first: two ``[len-1, k]`` tensors."""
 
@@ -164,7 +165,7 @@ class PromptAltTokens:
     logprobs: TensorData
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SampleResponse:
     """Result of a sample future.
 
@@ -207,7 +208,7 @@ class SampleResponse:
         )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class CreateSamplingSessionRequest:
     """``POST /api/v1/create_sampling_session``: give ``base_model`` or ``model_path``."""
 
@@ -235,7 +236,7 @@ class CreateSamplingSessionRequest:
             )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class CreateSamplingSessionResponse:
     """Answer of create_sampling_session."""
 
@@ -243,7 +244,7 @@ class CreateSamplingSessionResponse:
     type: Literal["create_sampling_session"] = "create_sampling_session"
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class GetSamplerResponse:
     """``GET /api/v1/samplers/{id}``: the sampler's base model and weights path."""
 

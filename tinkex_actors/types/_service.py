@@ -8,6 +8,7 @@ import attrs
 
 from tinkex_actors import _constants as c
 from tinkex_actors.types import _validate as v
+from tinkex_actors.types._typecheck import typed
 
 __all__ = [
     "ClientConfigRequest",
@@ -26,14 +27,14 @@ __all__ = [
 ]
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class ClientConfigRequest:
     """Body of ``POST /api/v1/client/config`` and ``/api/v1/client/dynamic_config``."""
 
     sdk_version: str = attrs.field(default=c.WIRE_SDK_VERSION, validator=v.str_field(nonempty=True))
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class ClientConfigResponse:
     """Feature flags and limits a server announces once per client (every field optional).
 
@@ -66,7 +67,7 @@ class ClientConfigResponse:
     sample_join_sampling_session: bool = False
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class ClientDynamicConfigResponse:
     """Flags a server may change while a client runs (re-fetched every refresh interval)."""
 
@@ -75,7 +76,7 @@ class ClientDynamicConfigResponse:
     sample_cancel_max_batch_size: int = c.CONFIG_SAMPLE_CANCEL_BATCH
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class CreateSessionRequest:
     """``POST /api/v1/create_session``."""
 
@@ -89,7 +90,7 @@ class CreateSessionRequest:
     )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class CreateSessionResponse:
     """Answer of create_session; the messages are meant to be logged."""
 
@@ -100,7 +101,7 @@ class CreateSessionResponse:
     type: Literal["create_session"] = "create_session"
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SessionHeartbeatRequest:
     """``POST /api/v1/session_heartbeat``."""
 
@@ -110,7 +111,7 @@ class SessionHeartbeatRequest:
     )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SessionHeartbeatResponse:
     """Answer of session_heartbeat (``{}`` is fine)."""
 
@@ -120,7 +121,7 @@ class SessionHeartbeatResponse:
 SessionFinishStatus: TypeAlias = Literal["success", "errored", "interrupted"]
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class ClientSessionFinishReason:
     """Why the client ends a session."""
 
@@ -129,7 +130,7 @@ class ClientSessionFinishReason:
     )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SessionFinishRequest:
     """Body of ``POST /api/v1/sessions/{session_id}/finish`` (``detail`` is sent even if null)."""
 
@@ -141,7 +142,7 @@ class SessionFinishRequest:
     )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SupportedModel:
     """A base model a server offers."""
 
@@ -151,7 +152,7 @@ class SupportedModel:
     sampleable: bool | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class GetServerCapabilitiesResponse:
     """``GET /api/v1/get_server_capabilities``."""
 
@@ -163,7 +164,7 @@ class GetServerCapabilitiesResponse:
         return [m.model_name for m in self.supported_models if m.model_name is not None]
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class HealthResponse:
     """``GET /api/v1/healthz``."""
 

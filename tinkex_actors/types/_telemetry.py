@@ -8,6 +8,7 @@ from typing import Any, Literal, TypeAlias
 import attrs
 
 from tinkex_actors.types import _validate as v
+from tinkex_actors.types._typecheck import typed
 
 __all__ = [
     "EventType",
@@ -29,7 +30,7 @@ _SEVERITIES = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TIMESTAMP = v.instance_of(dt.datetime)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SessionStartEvent:
     """The session started."""
 
@@ -42,7 +43,7 @@ class SessionStartEvent:
     )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SessionEndEvent:
     """The session ended after ``duration`` (an ISO-8601 duration such as ``"PT12.5S"``)."""
 
@@ -56,7 +57,7 @@ class SessionEndEvent:
     )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class UnhandledExceptionEvent:
     """An exception escaped a client call."""
 
@@ -72,7 +73,7 @@ class UnhandledExceptionEvent:
     )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class GenericEvent:
     """A named event with free-form JSON data."""
 
@@ -92,7 +93,7 @@ TelemetryEvent: TypeAlias = (
 )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class TelemetrySendRequest:
     """A batch of telemetry events."""
 
@@ -107,7 +108,7 @@ class TelemetrySendRequest:
     process_uuid: str = attrs.field(validator=v.str_field(nonempty=True))
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class TelemetryResponse:
     """Answer of telemetry."""
 

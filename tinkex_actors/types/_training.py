@@ -12,6 +12,7 @@ from tinkex_actors.errors import ValidationError
 from tinkex_actors.types import _validate as v
 from tinkex_actors.types._datum import Datum
 from tinkex_actors.types._tensor import TensorData
+from tinkex_actors.types._typecheck import typed
 
 __all__ = [
     "AdamParams",
@@ -56,7 +57,7 @@ LossFnOutput: TypeAlias = dict[str, TensorData]
 # ---------------------------------------------------------------------------- configs
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class LoraConfig:
     """LoRA adapter settings for create_model.
 
@@ -80,7 +81,7 @@ class LoraConfig:
             )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class OptimizerConfig:
     """The optimizer family of a model: ``{"type": "adamw"}`` (default) or ``dimuon`` v1."""
 
@@ -88,7 +89,7 @@ class OptimizerConfig:
     version: int | None = attrs.field(default=None, validator=v.int_field(optional=True))
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class AdamParams:
     """AdamW step parameters (decoupled weight decay; ``grad_clip_norm`` 0 means no clipping)."""
 
@@ -110,7 +111,7 @@ class AdamParams:
 # ---------------------------------------------------------------------------- models
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class CreateModelRequest:
     """``POST /api/v1/create_model`` (answers with a future of :class:`CreateModelResponse`)."""
 
@@ -131,7 +132,7 @@ class CreateModelRequest:
     )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class CreateModelResponse:
     """Result of a create_model future."""
 
@@ -139,7 +140,7 @@ class CreateModelResponse:
     type: Literal["create_model"] = "create_model"
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class GetInfoRequest:
     """``POST /api/v1/get_info``."""
 
@@ -147,7 +148,7 @@ class GetInfoRequest:
     type: Literal["get_info"] = attrs.field(default="get_info", validator=v.one_of(("get_info",)))
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class ModelData:
     """What a model is: architecture, base model name, tokenizer id."""
 
@@ -156,7 +157,7 @@ class ModelData:
     tokenizer_id: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class GetInfoResponse:
     """Answer of get_info."""
 
@@ -169,7 +170,7 @@ class GetInfoResponse:
     type: Literal["get_info"] | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class UnloadModelRequest:
     """``POST /api/v1/unload_model`` (older servers; answers with a future)."""
 
@@ -179,7 +180,7 @@ class UnloadModelRequest:
     )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class UnloadModelResponse:
     """Result of an unload_model future."""
 
@@ -217,7 +218,7 @@ def _check_loss_fn_config(instance: object, attribute: attrs.Attribute[Any], val
             v.check_float(item, f"{field}.{key}")
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class ForwardBackwardInput:
     """A batch and the loss to run on it.
 
@@ -232,7 +233,7 @@ class ForwardBackwardInput:
     )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class ForwardBackwardRequest:
     """``POST /api/v1/forward_backward`` (protobuf on the wire; see ``wire``)."""
 
@@ -243,7 +244,7 @@ class ForwardBackwardRequest:
     seq_id: int | None = attrs.field(default=None, validator=v.int_field(optional=True, minimum=0))
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class ForwardRequest:
     """``POST /api/v1/forward`` (legacy JSON forward-only; newer SDKs send forward_only protos)."""
 
@@ -252,7 +253,7 @@ class ForwardRequest:
     seq_id: int | None = attrs.field(default=None, validator=v.int_field(optional=True, minimum=0))
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class ForwardBackwardOutput:
     """Result of forward / forward_backward.
 
@@ -267,7 +268,7 @@ class ForwardBackwardOutput:
     metrics: dict[str, float] = attrs.field(factory=dict)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class OptimStepRequest:
     """``POST /api/v1/optim_step``."""
 
@@ -279,7 +280,7 @@ class OptimStepRequest:
     )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class OptimStepResponse:
     """Result of an optim_step future."""
 

@@ -9,6 +9,7 @@ import attrs
 from tinkex_actors.errors import ValidationError
 from tinkex_actors.types import _validate as v
 from tinkex_actors.types._training import OptimizerConfig
+from tinkex_actors.types._typecheck import typed
 
 __all__ = [
     "LoadWeightsRequest",
@@ -30,7 +31,7 @@ _TTL = v.int_field(minimum=1, optional=True)
 _STR_METADATA = v.str_mapping(values=str, optional=True)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SaveWeightsRequest:
     """``POST /api/v1/save_weights`` (training state; ``path`` is the checkpoint name)."""
 
@@ -47,7 +48,7 @@ class SaveWeightsRequest:
     )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SaveWeightsResponse:
     """Result of a save_weights future: ``tinker://<run>/weights/<name>``."""
 
@@ -55,7 +56,7 @@ class SaveWeightsResponse:
     type: Literal["save_weights"] | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class LoadWeightsRequest:
     """``POST /api/v1/load_weights``, in one of two addressing modes.
 
@@ -125,7 +126,7 @@ class LoadWeightsRequest:
         return f"{self.session_id}:train:{self.model_seq_id}"
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class LoadWeightsResponse:
     """Result of a load_weights future (every field optional)."""
 
@@ -134,7 +135,7 @@ class LoadWeightsResponse:
     type: Literal["load_weights"] | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SaveWeightsForSamplerRequest:
     """``POST /api/v1/save_weights_for_sampler``.
 
@@ -167,7 +168,7 @@ class SaveWeightsForSamplerRequest:
             )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SaveWeightsForSamplerResponseInternal:
     """Result of a save_weights_for_sampler future: ``path`` (named) or ``sampling_session_id``."""
 
@@ -176,7 +177,7 @@ class SaveWeightsForSamplerResponseInternal:
     type: Literal["save_weights_for_sampler"] | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class SaveWeightsForSamplerResponse:
     """A named sampler save: ``tinker://<run>/sampler_weights/<name>``."""
 
@@ -184,14 +185,14 @@ class SaveWeightsForSamplerResponse:
     type: Literal["save_weights_for_sampler"] | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class WeightsInfoRequest:
     """``POST /api/v1/weights_info``."""
 
     tinker_path: str = attrs.field(validator=v.str_field(nonempty=True))
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=typed)
 class WeightsInfoResponse:
     """What a checkpoint holds: base model and LoRA settings."""
 

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
 import orjson
 
@@ -161,6 +162,7 @@ def decode_json_request(cls: type[T], body: Body) -> T:
 def from_jsonable(cls: type[T], data: Any) -> T:
     """Build ``cls`` from already-parsed JSON (raises ResponseDecodeError like decode_json)."""
     try:
+        _check_object(cls, data)
         result: T = converter.structure(data, cls)
     except Exception as exc:
         raise ResponseDecodeError(
@@ -175,10 +177,17 @@ def _decode(cls: type[T], body: Body, error: type[Exception]) -> T:
     except orjson.JSONDecodeError as exc:
         raise _error(error, f"body is not valid JSON ({exc})", body, cls) from exc
     try:
+        _check_object(cls, data)
         result: T = converter.structure(data, cls)
     except Exception as exc:
         raise _error(error, describe_error(exc), body, cls) from exc
     return result
+
+
+def _check_object(cls: type, data: Any) -> None:
+    if attrs.has(cls) and not isinstance(data, dict):
+        kind = "an array" if isinstance(data, list) else type(data).__name__
+        raise TypeError(f"expected a JSON object, got {kind}")
 
 
 def _error(error: type[Exception], message: str, body: Body, cls: type) -> Exception:
