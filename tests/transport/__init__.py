@@ -1,0 +1,1 @@
+"""Tests of tinkex_actors.transport (HTTP pools, headers, retries, errors, streaming)."""

@@ -1,0 +1,512 @@
+"""``Config``: everything a client needs to talk to one Tinker tenant, validated once.
+
+Build one with :meth:`Config.new` (explicit options, then the environment, then defaults) or
+construct it directly (explicit options, then defaults; the environment is never read)::
+
+    config = Config.new(api_key="tml-...", timeout=30)
+    config = Config(api_key="tml-...", base_url="http://127.0.0.1:8000")
+    faster = config.with_(max_retries=2)
+
+A Config is frozen and hashable: equal configs are the same tenant and share one connection
+pool (see :mod:`tinkex_actors.transport`). It is validated when it is built: a wrong value
+raises :class:`~tinkex_actors.errors.ConfigError` naming the option, so nothing fails later in
+a request. ``repr()`` shows every option except the secrets (the API key, the Cloudflare Access
+secret, default header values and proxy credentials), which are masked.
+
+The API key is required at construction: a Config without one cannot make any request, and
+failing here, before a client starts threads or opens a session, gives the clearest error.
+
+Thread-safety: a Config is immutable and may be shared freely between threads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import attrs
+
+from tinkex_actors import _constants as c
+from tinkex_actors._redact import REDACTED, fingerprint, mask_key, redact_url
+from tinkex_actors.errors import ConfigError
+
+__all__ = ["Config"]
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+# RFC 9110 token characters: what a header name may contain.
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Header values: visible ASCII, spaces and tabs; no CR, LF or NUL (header injection).
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
+# Headers the transport sets itself; configure them through their own options instead.
+_RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        c.HEADER_API_KEY,
+        c.HEADER_IDEMPOTENCY_KEY,
+        c.HEADER_RETRY_COUNT,
+        c.HEADER_READ_TIMEOUT,
+        c.HEADER_CF_CLIENT_ID,
+        c.HEADER_CF_CLIENT_SECRET,
+        "Content-Type",
+        "Accept",
+        "Content-Length",
+        "Transfer-Encoding",
+        "Host",
+        "Connection",
+    )
+)
+
+
+class _FrozenMap(Mapping[str, str]):
+    """An immutable, hashable ``str -> str`` mapping (the form Config stores mappings in)."""
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, data: Mapping[str, str]) -> None:
+        self._data = dict(data)
+        self._hash = hash(frozenset(self._data.items()))
+
+    def __getitem__(self, key: str) -> str:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._data == dict(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+
+# ------------------------------------------------------------------------------ field checks
+def _number(field: str, value: object, *, minimum: float = 0.0, inclusive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(field, f"expected a number of seconds, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or number < minimum or (number == minimum and not inclusive):
+        bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+        raise ConfigError(field, f"must be a finite number {bound}, got {value!r}")
+    return number
+
+
+def _integer(field: str, value: object, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(field, f"expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ConfigError(field, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _boolean(field: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(field, f"expected a bool, got {type(value).__name__}")
+    return value
+
+
+def _optional_text(field: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(field, f"expected a str or None, got {type(value).__name__}")
+    if not value.strip():
+        raise ConfigError(field, "must not be empty or blank (use None to leave it unset)")
+    return value
+
+
+def _header_safe(field: str, value: str, what: str = "value") -> None:
+    # Shown without the value: the value may be a secret.
+    if not _HEADER_VALUE.match(value):
+        raise ConfigError(field, f"{what} may hold only printable ASCII (no CR, LF or NUL)")
+
+
+def _api_key(value: object) -> str:
+    if value is None:
+        raise ConfigError(
+            "api_key",
+            f"no API key: pass api_key= or set {c.ENV_API_KEY} "
+            f"(static keys start with {c.API_KEY_PREFIX!r}, JWTs with {c.JWT_PREFIX!r})",
+        )
+    if not isinstance(value, str):
+        raise ConfigError("api_key", f"expected a str, got {type(value).__name__}")
+    if not value.startswith((c.API_KEY_PREFIX, c.JWT_PREFIX)):
+        raise ConfigError(
+            "api_key",
+            f"must start with {c.API_KEY_PREFIX!r} or be a JWT ({c.JWT_PREFIX!r}...); "
+            f"got a str of length {len(value)} that does not",
+        )
+    if len(value) <= len(c.API_KEY_PREFIX) or not re.fullmatch(r"[\x21-\x7e]+", value):
+        raise ConfigError(
+            "api_key", "must be non-empty after its prefix and hold only visible ASCII"
+        )
+    return value
+
+
+def _base_url(value: object) -> str:
+    if value is None or value == "":
+        return c.DEFAULT_BASE_URL
+    if not isinstance(value, str):
+        raise ConfigError("base_url", f"expected a str, got {type(value).__name__}")
+    url = value.strip().rstrip("/")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError("base_url", f"not a valid URL ({exc}): {redact_url(url)!r}") from None
+    del port  # parsed only to validate it
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError("base_url", f"scheme must be http or https, got {redact_url(url)!r}")
+    if not parts.hostname:
+        raise ConfigError("base_url", f"has no host: {redact_url(url)!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("base_url", "must not embed credentials (user:password@)")
+    if parts.query or parts.fragment:
+        raise ConfigError("base_url", f"must not have a query or fragment: {redact_url(url)!r}")
+    return url
+
+
+def _tags(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items: list[object]
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, Sequence | set | frozenset):
+        items = list(value)
+    else:
+        raise ConfigError("tags", f"expected a sequence of str, got {type(value).__name__}")
+    seen: dict[str, None] = {}
+    for i, tag in enumerate(items):
+        if not isinstance(tag, str) or not tag.strip():
+            raise ConfigError("tags", f"tags[{i}] must be a non-empty str, got {tag!r}")
+        seen.setdefault(tag, None)
+    return tuple(seen)
+
+
+def _string_map(field: str, value: object, *, headers: bool) -> _FrozenMap:
+    if value is None:
+        return _FrozenMap({})
+    if not isinstance(value, Mapping):
+        raise ConfigError(field, f"expected a mapping of str to str, got {type(value).__name__}")
+    seen_lower: set[str] = set()
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            raise ConfigError(
+                field,
+                f"keys and values must be str, got {type(key).__name__} -> {type(item).__name__}",
+            )
+        if headers:
+            if not _TOKEN.match(key):
+                raise ConfigError(field, f"{key!r} is not a valid header name")
+            if key.lower() in _RESERVED_HEADERS:
+                raise ConfigError(field, f"{key!r} is set by the transport; use its own option")
+            if key.lower() in seen_lower:
+                raise ConfigError(field, f"{key!r} is given twice (header names ignore case)")
+            seen_lower.add(key.lower())
+            _header_safe(field, item, f"the value of {key!r}")
+    return _FrozenMap(value)
+
+
+def _ca_bundle(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike):
+        raise ConfigError("ca_bundle", f"expected a path, got {type(value).__name__}")
+    path = os.fspath(value)
+    if not isinstance(path, str) or not os.path.exists(path):
+        raise ConfigError("ca_bundle", f"no such file or directory: {path!r}")
+    return path
+
+
+def _proxy(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError("proxy", f"expected a str URL, got {type(value).__name__}")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ConfigError("proxy", f"not a valid URL: {redact_url(value)!r}") from None
+    del port
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            "proxy", f"must be an http:// or https:// URL with a host, got {redact_url(value)!r}"
+        )
+    return value
+
+
+def _env_flag(env: Mapping[str, str], name: str, field: str) -> bool | None:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(field, f"{name}={raw!r} is not one of {sorted(_TRUE | _FALSE)}")
+
+
+def _env_text(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    return raw or None
+
+
+@attrs.frozen(kw_only=True, repr=False, cache_hash=True)
+class Config:
+    """Options of one Tinker tenant: credentials, endpoint, timeouts, retries, limits.
+
+    Prefer :meth:`Config.new`, which also reads the environment. Every option is keyword-only.
+
+    Attributes:
+        api_key: the credential sent as ``X-API-Key``: a static key (``tml-...``) or a JWT
+            (``eyJ...``). Required. Never shown in reprs, logs, errors or telemetry.
+        base_url: the server's URL; a path prefix is kept (``.../services/tinker-prod``), a
+            trailing ``/`` is dropped, an empty string means the default.
+        timeout: read timeout of one HTTP request, in seconds (per socket operation).
+        connect_timeout: TCP/TLS connect timeout, in seconds.
+        max_retries: transport-level retries of one call (retryable statuses, connection
+            errors, timeouts); calls the protocol never retries pass ``max_retries=0``.
+        tags: session tags (deduplicated, order kept); a str is split on commas.
+        project_id: project sent with ``create_session``.
+        telemetry_enabled: upload SDK telemetry events to the server.
+        cf_access_client_id: Cloudflare Access client id (``CF-Access-Client-Id``).
+        cf_access_client_secret: Cloudflare Access secret (``CF-Access-Client-Secret``);
+            both Cloudflare options are given or neither.
+        default_headers: extra headers sent with every request to the base URL (values are
+            masked in ``repr``). Headers the transport manages cannot be set here.
+        user_metadata: ``str -> str`` metadata sent with ``create_session``.
+        verify_tls: verify server certificates. Turning it off must be explicit; the
+            transport logs a WARNING when it builds a pool without verification.
+        ca_bundle: a CA bundle file or directory used instead of certifi's bundle.
+        proxy: an explicit ``http://`` or ``https://`` proxy URL. Proxy environment
+            variables (``HTTPS_PROXY``...) are never consulted.
+        http_pool_size: keep-alive connections kept per origin.
+        max_chunk_datums: most datums per forward_backward chunk (the server's
+            ``client/config`` announcement wins when present).
+        max_chunk_tokens: most tokens per forward_backward chunk (likewise).
+        sample_max_inflight: most sample requests in flight per tenant.
+        sample_max_inflight_throttled: the same bound during a 429 back-off window.
+        heartbeat_interval: seconds between session heartbeats.
+        poll_timeout: read timeout of a ``retrieve_future`` long poll, in seconds.
+    """
+
+    api_key: str
+    base_url: str = c.DEFAULT_BASE_URL
+    timeout: float = c.DEFAULT_TIMEOUT
+    connect_timeout: float = c.DEFAULT_CONNECT_TIMEOUT
+    max_retries: int = c.DEFAULT_MAX_RETRIES
+    tags: Sequence[str] = ()
+    project_id: str | None = None
+    telemetry_enabled: bool = True
+    cf_access_client_id: str | None = None
+    cf_access_client_secret: str | None = None
+    default_headers: Mapping[str, str] = attrs.field(factory=dict)
+    user_metadata: Mapping[str, str] = attrs.field(factory=dict)
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    proxy: str | None = None
+    http_pool_size: int = c.HTTP_POOL_SIZE
+    max_chunk_datums: int = c.CHUNK_MAX_DATUMS
+    max_chunk_tokens: int = c.CHUNK_MAX_TOKENS
+    sample_max_inflight: int = c.SAMPLE_MAX_INFLIGHT
+    sample_max_inflight_throttled: int = c.SAMPLE_MAX_INFLIGHT_THROTTLED
+    heartbeat_interval: float = c.HEARTBEAT_INTERVAL
+    poll_timeout: float = c.RETRIEVE_FUTURE_TIMEOUT
+    _tenant_id: str = attrs.field(init=False, eq=False, hash=False)
+
+    #: Options whose values are secrets (masked in ``repr``).
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"api_key", "cf_access_client_secret"})
+
+    def __attrs_post_init__(self) -> None:
+        # Normalize and validate every option once; frozen, so assign through object.
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        put("api_key", _api_key(self.api_key))
+        put("base_url", _base_url(self.base_url))
+        for name in ("timeout", "connect_timeout", "heartbeat_interval", "poll_timeout"):
+            put(name, _number(name, getattr(self, name)))
+        put("max_retries", _integer("max_retries", self.max_retries, minimum=0))
+        for name in (
+            "http_pool_size",
+            "max_chunk_datums",
+            "max_chunk_tokens",
+            "sample_max_inflight",
+            "sample_max_inflight_throttled",
+        ):
+            put(name, _integer(name, getattr(self, name), minimum=1))
+        if self.sample_max_inflight_throttled > self.sample_max_inflight:
+            raise ConfigError(
+                "sample_max_inflight_throttled",
+                f"must be <= sample_max_inflight ({self.sample_max_inflight}), "
+                f"got {self.sample_max_inflight_throttled}",
+            )
+        put("tags", _tags(self.tags))
+        put("project_id", _optional_text("project_id", self.project_id))
+        put("telemetry_enabled", _boolean("telemetry_enabled", self.telemetry_enabled))
+        put("verify_tls", _boolean("verify_tls", self.verify_tls))
+        for name in ("cf_access_client_id", "cf_access_client_secret"):
+            text = _optional_text(name, getattr(self, name))
+            if text is not None:
+                _header_safe(name, text)
+            put(name, text)
+        if (self.cf_access_client_id is None) != (self.cf_access_client_secret is None):
+            missing = (
+                "cf_access_client_secret"
+                if self.cf_access_client_secret is None
+                else "cf_access_client_id"
+            )
+            raise ConfigError(missing, "Cloudflare Access needs both the client id and secret")
+        put("default_headers", _string_map("default_headers", self.default_headers, headers=True))
+        put("user_metadata", _string_map("user_metadata", self.user_metadata, headers=False))
+        put("ca_bundle", _ca_bundle(self.ca_bundle))
+        if self.ca_bundle is not None and not self.verify_tls:
+            raise ConfigError("ca_bundle", "is set but verify_tls is False; choose one")
+        put("proxy", _proxy(self.proxy))
+        put("_tenant_id", fingerprint(f"{self.base_url}\n{self.api_key}"))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def new(
+        cls,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        max_retries: int | None = None,
+        tags: Sequence[str] | str | None = None,
+        project_id: str | None = None,
+        telemetry_enabled: bool | None = None,
+        cf_access_client_id: str | None = None,
+        cf_access_client_secret: str | None = None,
+        default_headers: Mapping[str, str] | None = None,
+        user_metadata: Mapping[str, str] | None = None,
+        verify_tls: bool | None = None,
+        ca_bundle: str | os.PathLike[str] | None = None,
+        proxy: str | None = None,
+        http_pool_size: int | None = None,
+        max_chunk_datums: int | None = None,
+        max_chunk_tokens: int | None = None,
+        sample_max_inflight: int | None = None,
+        sample_max_inflight_throttled: int | None = None,
+        heartbeat_interval: float | None = None,
+        poll_timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Config:
+        """Build a Config: explicit options, else the environment, else the defaults.
+
+        ``None`` means "not given". The environment (``env``, default :data:`os.environ`,
+        read once here and never again) supplies ``TINKER_API_KEY``, ``TINKER_BASE_URL``
+        (empty means unset), ``TINKER_TAGS`` (comma-separated), ``TINKER_PROJECT_ID``,
+        ``TINKER_TELEMETRY`` (``1/true/yes/on`` or ``0/false/no/off``) and
+        ``CLOUDFLARE_ACCESS_CLIENT_ID`` / ``CLOUDFLARE_ACCESS_CLIENT_SECRET``.
+
+        Raises:
+            ConfigError: an option (or the environment variable feeding it) is invalid;
+                ``field`` names the option.
+        """
+        source: Mapping[str, str] = os.environ if env is None else env
+        given: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("timeout", timeout),
+                ("connect_timeout", connect_timeout),
+                ("max_retries", max_retries),
+                ("default_headers", default_headers),
+                ("user_metadata", user_metadata),
+                ("verify_tls", verify_tls),
+                ("ca_bundle", ca_bundle),
+                ("proxy", proxy),
+                ("http_pool_size", http_pool_size),
+                ("max_chunk_datums", max_chunk_datums),
+                ("max_chunk_tokens", max_chunk_tokens),
+                ("sample_max_inflight", sample_max_inflight),
+                ("sample_max_inflight_throttled", sample_max_inflight_throttled),
+                ("heartbeat_interval", heartbeat_interval),
+                ("poll_timeout", poll_timeout),
+            )
+            if value is not None
+        }
+        from_env: dict[str, Any] = {
+            "api_key": (api_key, _env_text(source, c.ENV_API_KEY)),
+            "base_url": (base_url or None, _env_text(source, c.ENV_BASE_URL)),
+            "tags": (tags, _env_text(source, c.ENV_TAGS)),
+            "project_id": (project_id, _env_text(source, c.ENV_PROJECT_ID)),
+            "telemetry_enabled": (
+                telemetry_enabled,
+                _env_flag(source, c.ENV_TELEMETRY, "telemetry_enabled"),
+            ),
+            "cf_access_client_id": (cf_access_client_id, _env_text(source, c.ENV_CF_CLIENT_ID)),
+            "cf_access_client_secret": (
+                cf_access_client_secret,
+                _env_text(source, c.ENV_CF_CLIENT_SECRET),
+            ),
+        }
+        for name, (explicit, environ) in from_env.items():
+            chosen = explicit if explicit is not None else environ
+            if chosen is not None or name == "api_key":  # a missing key fails validation
+                given[name] = chosen
+        return cls(**given)
+
+    def with_(self, **changes: Any) -> Config:
+        """Return a validated copy with ``changes`` applied (the environment is not read).
+
+        Raises:
+            ConfigError: an unknown option name, or an invalid value.
+        """
+        known = {a.name for a in attrs.fields(Config) if a.init}
+        for name in changes:
+            if name not in known:
+                raise ConfigError(name, "unknown option")
+        return attrs.evolve(self, **changes)
+
+    #: Alias of :meth:`with_` (the attrs spelling).
+    evolve = with_
+
+    # ------------------------------------------------------------------ tenant identity
+    @property
+    def tenant_id(self) -> str:
+        """A short one-way id of (base_url, api_key): safe in logs, metrics and telemetry."""
+        return self._tenant_id
+
+    @property
+    def tenant_key(self) -> tuple[str, str]:
+        """``(base_url, key fingerprint)``: keys registries shared by one tenant's clients."""
+        return (self.base_url, fingerprint(self.api_key))
+
+    # ------------------------------------------------------------------ display
+    def __repr__(self) -> str:
+        shown: list[str] = []
+        for a in attrs.fields(Config):
+            if not a.init:
+                continue
+            value = getattr(self, a.name)
+            if a.name == "api_key":
+                text = repr(mask_key(value))
+            elif a.name in self.SECRET_FIELDS:
+                text = "None" if value is None else repr(REDACTED)
+            elif a.name == "default_headers":
+                text = repr(dict.fromkeys(value, REDACTED))
+            elif a.name == "proxy" and value is not None:
+                text = repr(redact_url(value))
+            else:
+                text = repr(value)
+            shown.append(f"{a.name}={text}")
+        return f"Config({', '.join(shown)})"
+
+    __str__ = __repr__

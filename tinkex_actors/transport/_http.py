@@ -1,0 +1,690 @@
+"""``HTTPTransport``: one tenant's pooled HTTP client with the protocol's retry rules.
+
+Thread-safety: one transport serves every thread of its tenant. Its state is immutable after
+construction (headers, URLs, policy are precomputed); each call works on its own copies; the
+backend's pools are thread-safe. :meth:`HTTPTransport.close` may be called from any thread;
+calls started before it finish, later ones raise ``ClientClosedError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final
+
+from tinkex_actors import _constants as c
+from tinkex_actors import telemetry
+from tinkex_actors._logging import LOGGER_NAME, get_logger
+from tinkex_actors._redact import scrub
+from tinkex_actors.config import Config
+from tinkex_actors.errors import (
+    BODY_EXCERPT_LIMIT,
+    APIConnectionError,
+    APIStatusError,
+    ClientClosedError,
+    ValidationError,
+    excerpt,
+    status_error_class,
+)
+from tinkex_actors.transport._backend import Urllib3Backend
+from tinkex_actors.transport._headers import (
+    METHODS,
+    USER_AGENT,
+    check_headers,
+    check_token,
+    merge_header,
+    new_idempotency_key,
+    origin,
+    tenant_headers,
+)
+from tinkex_actors.transport._retry import RetryPolicy
+from tinkex_actors.transport._types import (
+    Backend,
+    RawResponse,
+    RawStream,
+    Response,
+    StreamResponse,
+    Timeouts,
+)
+
+__all__ = ["HTTPTransport", "QueryValue"]
+
+QueryValue = str | int | float | bool | None
+_HTTP_EVENTS: Final = frozenset(
+    {
+        telemetry.HTTP_REQUEST_START,
+        telemetry.HTTP_REQUEST_STOP,
+        telemetry.HTTP_REQUEST_EXCEPTION,
+        telemetry.HTTP_REQUEST_RETRY,
+    }
+)
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_BODY_TYPES: Final = (bytes, bytearray, memoryview)
+_TRANSPORT_LOGGER: Final = f"{LOGGER_NAME}.transport"
+_BAD_PATH_CHARS: Final = re.compile(r"[?#\s\x00]")
+_BAD_HEADER_VALUE: Final = re.compile(r"[^\t\x20-\x7e]")
+# Tenants already warned that TLS verification is off (warned once per process).
+_warned_insecure: set[str] = set()
+
+
+def _check_body(body: object) -> bytes | None:
+    if body is None or isinstance(body, bytes):
+        return body
+    if isinstance(body, _BODY_TYPES):
+        return bytes(body)
+    raise ValidationError(
+        f"expected bytes (encode it first), got {type(body).__name__}", field="body"
+    )
+
+
+def _check_iteration(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"must be an int >= 0, got {value!r}", field="iteration")
+    return value
+
+
+def _check_media(value: object, field: str) -> None:
+    if not isinstance(value, str) or not value or _BAD_HEADER_VALUE.search(value) is not None:
+        raise ValidationError(f"must be a media type str without CR/LF, got {value!r}", field=field)
+
+
+def _format_seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def _check_timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+        raise ValidationError(f"must be a number of seconds > 0, got {value!r}", field="timeout")
+    return float(value)
+
+
+def _check_retries(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"must be an int >= 0, got {value!r}", field="max_retries")
+    return value
+
+
+def _check_path(path: object) -> str:
+    if (
+        not isinstance(path, str)
+        or not path.startswith("/")
+        or path.startswith("//")
+        or _BAD_PATH_CHARS.search(path) is not None
+    ):
+        raise ValidationError(
+            f"must be an absolute path like '/api/v1/...' without query or fragment, got {path!r}",
+            field="path",
+        )
+    return path
+
+
+def _encode_query(query: object) -> str:
+    if not isinstance(query, Mapping):
+        raise ValidationError(f"expected a mapping, got {type(query).__name__}", field="query")
+    pairs: list[tuple[str, str]] = []
+    for key, value in query.items():
+        if not isinstance(key, str) or not key:
+            raise ValidationError(f"keys must be non-empty str, got {key!r}", field="query")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            pairs.append((key, "true" if value else "false"))
+        elif isinstance(value, str | int | float):
+            pairs.append((key, str(value)))
+        else:
+            raise ValidationError(
+                f"{key!r}: expected str, int, float, bool or None, got {type(value).__name__}",
+                field="query",
+            )
+    return urllib.parse.urlencode(pairs)
+
+
+class HTTPTransport:
+    """One tenant's HTTP client: pooled keep-alive connections, headers, retries, errors.
+
+    Prefer :func:`~tinkex_actors.transport.acquire_transport` (one shared transport per
+    Config) over constructing one per client.
+
+    Args:
+        config: the tenant.
+        backend: the low-level sender; default :class:`Urllib3Backend` for ``config``.
+        sleep: called with each retry delay (tests pass a recorder instead of sleeping).
+        uniform: returns the jitter draw in [0, 1) (tests pass a constant).
+        wall_clock: POSIX time, used to read ``retry-after`` HTTP dates.
+        policy: the retry rules (default: the protocol's).
+
+    Thread-safety: see the module docstring; share one transport between threads.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        backend: Backend | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        uniform: Callable[[], float] = random.random,
+        wall_clock: Callable[[], float] = time.time,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self._config = config
+        self._backend: Backend = backend if backend is not None else Urllib3Backend(config)
+        self._sleep = sleep
+        self._uniform = uniform
+        self._wall_clock = wall_clock
+        self._policy = policy or RetryPolicy()
+        self._closed = False
+        self._base_url = config.base_url
+        self._origin = origin(config.base_url)
+        self._headers = tenant_headers(config)
+        self._timeouts = Timeouts(config.connect_timeout, config.timeout)
+        self._read_timeout_text = _format_seconds(config.timeout)
+        self._tenant_id = config.tenant_id
+        self._secrets = tuple(
+            s for s in (config.api_key, config.cf_access_client_secret, config.proxy) if s
+        )
+        self._debug = logging.getLogger(_TRANSPORT_LOGGER)
+        if not config.verify_tls and config.tenant_id not in _warned_insecure:
+            _warned_insecure.add(config.tenant_id)
+            get_logger("transport").warning(
+                "tinkex.http.tls_verification_disabled",
+                base_url=config.base_url,
+                tenant_id=config.tenant_id,
+                hint="Config(verify_tls=False): server certificates are not checked",
+            )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config(self) -> Config:
+        """The tenant's configuration."""
+        return self._config
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def url(self, path: str, query: Mapping[str, QueryValue] | None = None) -> str:
+        """The absolute URL of ``path`` (appended to the base URL's path prefix)."""
+        url = self._base_url + _check_path(path)
+        if query:
+            encoded = _encode_query(query)
+            if encoded:
+                url = f"{url}?{encoded}"
+        return url
+
+    # ------------------------------------------------------------------ request
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        content_type: str = c.CONTENT_JSON,
+        accept: str = c.CONTENT_JSON,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, QueryValue] | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        idempotency_key: str | None = None,
+        request_type: str | None = None,
+        iteration: int | None = None,
+        follow_redirects: bool = True,
+    ) -> Response:
+        """Send one call to the tenant's server, retrying per protocol §5.1, and return a 2xx.
+
+        Args:
+            method: ``GET``, ``POST``, ``PUT``, ``PATCH``, ``DELETE``, ``HEAD`` or ``OPTIONS``.
+            path: the endpoint path, e.g. ``"/api/v1/forward_backward"`` (appended to the base
+                URL's path prefix).
+            body: the encoded body (sent as is, never copied).
+            content_type: ``Content-Type`` of ``body``.
+            accept: ``Accept`` header.
+            headers: extra headers for this call (may not set ``X-API-Key``, ``Host``,
+                ``Content-Length`` or ``Transfer-Encoding``).
+            query: query parameters (None values are left out; bools become true/false).
+            timeout: read timeout for this call (default ``Config.timeout``); also sent as
+                ``x-stainless-read-timeout``.
+            max_retries: transport retries for this call (default ``Config.max_retries``;
+                0 for calls the protocol never retries).
+            idempotency_key: ``X-Idempotency-Key`` for a non-GET call (default: a fresh key);
+                every retry of this call reuses it.
+            request_type: ``X-Tinker-Request-Type`` (retrieve_future).
+            iteration: ``X-Tinker-Request-Iteration`` (retrieve_future poll count).
+            follow_redirects: follow same-origin redirects (a redirect to another origin is
+                never followed: it would carry the API key there). When False, a 3xx answer is
+                returned as a Response.
+
+        Returns:
+            The answer (2xx, or 3xx when ``follow_redirects`` is False).
+
+        Raises:
+            ValidationError: a bad argument; nothing was sent.
+            ClientClosedError: the transport was closed.
+            APIStatusError: a non-2xx answer (its subclass by status), after retries.
+            APITimeoutError: the last attempt timed out.
+            APIConnectionError: the last attempt could not connect or was cut off.
+        """
+        if self._closed:
+            raise ClientClosedError("the HTTP transport of this client was closed")
+        if method not in METHODS:
+            raise ValidationError(
+                f"must be one of {sorted(METHODS)}, got {method!r}", field="method"
+            )
+        url = self.url(path, query)
+        body = _check_body(body)
+        timeouts = self._timeouts
+        read_text = self._read_timeout_text
+        if timeout is not None:
+            timeouts = Timeouts(timeouts.connect, _check_timeout(timeout))
+            read_text = _format_seconds(timeouts.read)
+        retries = self._config.max_retries if max_retries is None else _check_retries(max_retries)
+        if content_type is not c.CONTENT_JSON:
+            _check_media(content_type, "content_type")
+        if accept is not c.CONTENT_JSON:
+            _check_media(accept, "accept")
+
+        sent = self._headers.copy()
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            sent["Content-Type"] = content_type
+        sent["Accept"] = accept
+        sent[c.HEADER_READ_TIMEOUT] = read_text
+        if method != "GET" and method != "HEAD":
+            sent[c.HEADER_IDEMPOTENCY_KEY] = (
+                new_idempotency_key()
+                if idempotency_key is None
+                else check_token(idempotency_key, "idempotency_key")
+            )
+        if request_type is not None:
+            sent[c.HEADER_REQUEST_TYPE] = check_token(request_type, "request_type", limit=64)
+        if iteration is not None:
+            sent[c.HEADER_REQUEST_ITERATION] = str(_check_iteration(iteration))
+        if headers:
+            for name, value in check_headers(headers).items():
+                merge_header(sent, name, value)
+
+        meta = self._start(method, path, request_type, iteration)
+        return self._exchange(
+            method, url, path, sent, body, timeouts, retries, meta, follow_redirects
+        )
+
+    def _start(
+        self, method: str, path: str, request_type: str | None, iteration: int | None
+    ) -> dict[str, Any] | None:
+        # Build event metadata only when someone listens.
+        if not telemetry.any_enabled(_HTTP_EVENTS):
+            return None
+        meta: dict[str, Any] = {
+            "method": method,
+            "path": path,
+            "tenant_id": self._tenant_id,
+            "request_type": request_type,
+            "iteration": iteration,
+            "span_id": telemetry.new_span_id(),
+        }
+        telemetry.execute(
+            telemetry.HTTP_REQUEST_START,
+            {"monotonic_time": time.monotonic_ns(), "system_time": time.time_ns()},
+            meta,
+        )
+        return meta
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        sent: dict[str, str],
+        body: bytes | None,
+        timeouts: Timeouts,
+        retries: int,
+        meta: dict[str, Any] | None,
+        follow_redirects: bool,
+    ) -> Response:
+        start = time.monotonic_ns()
+        attempt = 0
+        redirects = 0
+        send = self._backend.send
+        while True:
+            sent[c.HEADER_RETRY_COUNT] = str(attempt)
+            try:
+                raw = send(method, url, sent, body, timeouts)
+            except APIConnectionError as exc:
+                exc.method, exc.path = method, path
+                if attempt < retries:
+                    self._before_retry(attempt, None, exc, None, meta, method, path)
+                    attempt += 1
+                    continue
+                self._give_up(exc, attempt, start, meta, None, retries)
+                raise
+            status = raw.status
+            if 200 <= status < 300 or (300 <= status < 400 and not follow_redirects):
+                return self._done(raw, method, path, attempt, start, meta)
+            if status in _REDIRECTS:
+                if redirects >= c.HTTP_MAX_REDIRECTS:
+                    failure = self._status_error(raw, method, path, "too many redirects")
+                    self._give_up(failure, attempt, start, meta, status, 0)
+                    raise failure
+                target = self._same_origin_location(raw, url)
+                if target is None:
+                    failure = self._status_error(
+                        raw,
+                        method,
+                        path,
+                        "redirect to another origin not followed (the API key is sent only "
+                        "to the base URL's origin)",
+                    )
+                    self._give_up(failure, attempt, start, meta, status, 0)
+                    raise failure
+                redirects += 1
+                url = target
+                if status == 303 or (status in (301, 302) and method == "POST"):
+                    method, body = ("HEAD" if method == "HEAD" else "GET"), None
+                    sent.pop("Content-Type", None)
+                    sent.pop(c.HEADER_IDEMPOTENCY_KEY, None)
+                continue
+            if attempt < retries and self._policy.should_retry(status, raw.headers):
+                self._before_retry(attempt, status, None, raw.headers, meta, method, path)
+                attempt += 1
+                continue
+            failure = self._status_error(raw, method, path, None)
+            self._give_up(failure, attempt, start, meta, status, retries)
+            raise failure
+
+    def _same_origin_location(self, raw: RawResponse, url: str) -> str | None:
+        location = raw.headers.get("location")
+        if not location:
+            return None
+        target = urllib.parse.urljoin(url, location)
+        try:
+            same = origin(target) == self._origin
+        except ValueError:
+            return None
+        return target if same else None
+
+    def _done(
+        self,
+        raw: RawResponse,
+        method: str,
+        path: str,
+        attempt: int,
+        start: int,
+        meta: dict[str, Any] | None,
+    ) -> Response:
+        end = time.monotonic_ns()
+        if meta is not None:
+            telemetry.execute(
+                telemetry.HTTP_REQUEST_STOP,
+                {"duration": end - start, "monotonic_time": end},
+                {**meta, "status": raw.status, "retry_count": attempt},
+            )
+        if self._debug.isEnabledFor(logging.DEBUG):
+            get_logger("transport").debug(
+                "tinkex.http.request",
+                method=method,
+                path=path,
+                status=raw.status,
+                retries=attempt,
+                duration_ms=round((end - start) / 1e6, 3),
+                tenant_id=self._tenant_id,
+            )
+        return Response(
+            raw.status, raw.headers, raw.body, (end - start) / 1e9, attempt, method, path
+        )
+
+    def _status_error(
+        self, raw: RawResponse, method: str, path: str, why: str | None
+    ) -> APIStatusError:
+        cls = status_error_class(raw.status)
+        # A server (or a proxy) echoing our credentials must not put them into the error.
+        shown = scrub(excerpt(raw.body), self._secrets)
+        headers = {k.lower(): scrub(v, self._secrets) for k, v in raw.headers.items()}
+        message = f"{method} {path} -> HTTP {raw.status}"
+        if why:
+            message += f": {why}"
+        if shown:
+            message += f": {shown}"
+        return cls(
+            message,
+            status_code=raw.status,
+            body=shown,
+            headers=headers,
+            method=method,
+            path=path,
+        )
+
+    def _before_retry(
+        self,
+        attempt: int,
+        status: int | None,
+        exc: Exception | None,
+        headers: Mapping[str, str] | None,
+        meta: dict[str, Any] | None,
+        method: str,
+        path: str,
+    ) -> None:
+        uniform = self._uniform()
+        if headers is None:
+            delay = self._policy.backoff(attempt, uniform)
+        else:
+            delay = self._policy.delay(attempt, headers, uniform, self._wall_clock())
+        reason = f"HTTP {status}" if exc is None else type(exc).__name__
+        get_logger("transport").warning(
+            "tinkex.http.retry_scheduled",
+            method=method,
+            path=path,
+            attempt=attempt + 1,
+            delay_s=round(delay, 3),
+            reason=reason,
+            tenant_id=self._tenant_id,
+        )
+        if meta is not None:
+            telemetry.execute(
+                telemetry.HTTP_REQUEST_RETRY,
+                {"delay": int(delay * 1e9), "monotonic_time": time.monotonic_ns()},
+                {**meta, "attempt": attempt + 1, "status": status, "reason": reason},
+            )
+        self._sleep(delay)
+
+    def _give_up(
+        self,
+        exc: Exception,
+        attempt: int,
+        start: int,
+        meta: dict[str, Any] | None,
+        status: int | None,
+        retries: int,
+    ) -> None:
+        if meta is not None:
+            end = time.monotonic_ns()
+            telemetry.execute(
+                telemetry.HTTP_REQUEST_EXCEPTION,
+                {"duration": end - start, "monotonic_time": end},
+                {
+                    **meta,
+                    "status": status,
+                    "retry_count": attempt,
+                    "kind": type(exc).__qualname__,
+                    "reason": str(exc)[:BODY_EXCERPT_LIMIT],
+                },
+            )
+        if attempt > 0 and attempt >= retries:
+            get_logger("transport").error(
+                "tinkex.http.retries_exhausted",
+                retries=attempt,
+                status=status,
+                kind=type(exc).__qualname__,
+                tenant_id=self._tenant_id,
+                path=getattr(exc, "path", None),
+            )
+
+    # ------------------------------------------------------------------ stream
+    @contextlib.contextmanager
+    def stream(
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        accept: str = "*/*",
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        chunk_size: int = c.HTTP_STREAM_CHUNK_SIZE,
+    ) -> Iterator[StreamResponse]:
+        """Open a download and yield its body lazily (a context manager).
+
+        ``url`` is a path on the tenant's server (``"/api/v1/..."``) or an absolute URL
+        (a signed URL). The API key, Cloudflare Access and default headers are sent **only**
+        when the URL's origin (scheme, host, port) is the base URL's; other origins get just
+        ``User-Agent`` and ``Accept``. Redirects are followed (up to a bound) with the same
+        rule at every hop. Connection errors and retryable statuses are retried before the
+        body starts; once it streams, failures raise to the caller.
+
+        Example::
+
+            with transport.stream(signed_url) as download:
+                total = download.content_length
+                for chunk in download:
+                    out.write(chunk)
+
+        Raises:
+            ValidationError: ``url`` is neither a path nor an absolute http(s) URL.
+            APIStatusError: a non-2xx answer (body excerpt included).
+            APIConnectionError / APITimeoutError: the network failed.
+        """
+        if self._closed:
+            raise ClientClosedError("the HTTP transport of this client was closed")
+        if method not in ("GET", "HEAD"):
+            raise ValidationError(f"must be GET or HEAD, got {method!r}", field="method")
+        url = self._stream_url(url)
+        size: object = chunk_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValidationError(f"must be an int >= 1, got {size!r}", field="chunk_size")
+        extra = dict(check_headers(headers)) if headers else {}
+        timeouts = self._timeouts
+        if timeout is not None:
+            timeouts = Timeouts(timeouts.connect, _check_timeout(timeout))
+        retries = self._config.max_retries if max_retries is None else _check_retries(max_retries)
+        path = urllib.parse.urlsplit(url).path or "/"
+        meta = self._start(method, path, None, None)
+        start = time.monotonic_ns()
+        raw, final_url = self._open(
+            url, method, accept, extra, timeouts, retries, meta, path, start
+        )
+        try:
+            yield StreamResponse(raw, final_url, chunk_size)
+        finally:
+            raw.close()
+
+    def _stream_url(self, url: object) -> str:
+        if isinstance(url, str) and url.startswith("/"):
+            return self.url(url)
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+            raise ValidationError("must be a path or an absolute http(s) URL", field="url")
+        try:
+            origin(url)
+        except ValueError:
+            raise ValidationError("not an absolute http(s) URL with a host", field="url") from None
+        return url
+
+    def _stream_headers(self, url: str, accept: str, extra: Mapping[str, str]) -> dict[str, str]:
+        try:
+            same = origin(url) == self._origin
+        except ValueError:
+            raise ValidationError("not an absolute http(s) URL", field="url") from None
+        sent = self._headers.copy() if same else {"User-Agent": USER_AGENT}
+        sent["Accept"] = accept
+        for name, value in extra.items():
+            merge_header(sent, name, value)
+        return sent
+
+    def _open(
+        self,
+        url: str,
+        method: str,
+        accept: str,
+        extra: Mapping[str, str],
+        timeouts: Timeouts,
+        retries: int,
+        meta: dict[str, Any] | None,
+        path: str,
+        start: int,
+    ) -> tuple[RawStream, str]:
+        attempt = 0
+        redirects = 0
+        while True:
+            sent = self._stream_headers(url, accept, extra)
+            try:
+                raw = self._backend.open(method, url, sent, timeouts)
+            except APIConnectionError as exc:
+                exc.method, exc.path = method, path
+                if attempt < retries:
+                    self._before_retry(attempt, None, exc, None, meta, method, path)
+                    attempt += 1
+                    continue
+                self._give_up(exc, attempt, start, meta, None, retries)
+                raise
+            status = raw.status
+            if 200 <= status < 300:
+                if meta is not None:
+                    end = time.monotonic_ns()
+                    telemetry.execute(
+                        telemetry.HTTP_REQUEST_STOP,
+                        {"duration": end - start, "monotonic_time": end},
+                        {**meta, "status": status, "retry_count": attempt},
+                    )
+                return raw, url
+            location = raw.headers.get("location")
+            if status in _REDIRECTS and location and redirects < c.HTTP_MAX_REDIRECTS:
+                raw.close()
+                redirects += 1
+                url = urllib.parse.urljoin(url, location)
+                if not url.lower().startswith(("http://", "https://")):
+                    raise ValidationError("redirected to a non-http(s) URL", field="url")
+                continue
+            body = self._read_excerpt(raw)
+            error_raw = RawResponse(status, raw.headers, body)
+            if attempt < retries and self._policy.should_retry(status, raw.headers):
+                self._before_retry(attempt, status, None, raw.headers, meta, method, path)
+                attempt += 1
+                continue
+            failure = self._status_error(error_raw, method, path, None)
+            self._give_up(failure, attempt, start, meta, status, retries)
+            raise failure
+
+    @staticmethod
+    def _read_excerpt(raw: RawStream) -> bytes:
+        # Keep only what an error message can show, then drop the connection.
+        data = b""
+        try:
+            for chunk in raw.chunks(4096):
+                data += chunk
+                if len(data) > 2 * BODY_EXCERPT_LIMIT:
+                    break
+        except APIConnectionError:
+            pass
+        finally:
+            raw.close()
+        return data
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Close the pooled connections. Idempotent; later calls raise ``ClientClosedError``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._backend.close()
+
+    def __enter__(self) -> HTTPTransport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"HTTPTransport(base_url={self._base_url!r}, tenant_id={self._tenant_id!r}, {state})"
