@@ -171,6 +171,10 @@ def encode_forward_backward_output(output: ForwardBackwardOutput) -> bytes:
             groups[-1] = (_merge(groups[-1][0], signature), [*groups[-1][1], datum])
         else:
             groups.append((signature, [datum]))
+    if not groups:
+        # One empty record: readers then keep loss_fn_output_type as sent (with no records
+        # at all, the official reader substitutes "ArrayRecord" for an empty type).
+        msg.loss_fn_outputs.add().type_tag = output.loss_fn_output_type
     for signature, datums in groups:
         record = msg.loss_fn_outputs.add()
         record.type_tag = output.loss_fn_output_type
