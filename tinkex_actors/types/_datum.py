@@ -148,8 +148,8 @@ def _coerce_input(key: str, value: Any) -> TensorData:
                 f"numpy array (known keys: {', '.join(sorted(LOSS_INPUT_DTYPES))})",
                 field=field,
             )
-        buf, shape, ints = _packed.pack_sequence(value, _packed.CODE[dtype], field)
-        return TensorData._trusted(buf, dtype, shape, ints=ints)
+        buf, shape = _packed.pack_sequence(value, _packed.CODE[dtype], field)
+        return TensorData._trusted(buf, dtype, shape)
     raise ValidationError(
         f"expected TensorData, a list or a numpy array, got {v.type_name(value)}", field=field
     )

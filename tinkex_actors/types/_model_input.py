@@ -42,8 +42,6 @@ class EncodedTextChunk:
 
     _buf: bytes
     type: Literal["encoded_text"] = "encoded_text"
-    # The Python ints given, reused by JSON and ``tokens`` (not part of equality).
-    _ints: tuple[int, ...] | None = attrs.field(default=None, eq=False, repr=False)
 
     def __init__(
         self, tokens: Sequence[int] | Any, type: Literal["encoded_text"] = "encoded_text"
@@ -52,8 +50,7 @@ class EncodedTextChunk:
             raise ValidationError(
                 f"must be 'encoded_text', got {type!r}", field="EncodedTextChunk.type"
             )
-        buf, ints = _pack_tokens(tokens, "EncodedTextChunk.tokens")
-        self.__attrs_init__(buf, type, ints)
+        self.__attrs_init__(_pack_tokens(tokens, "EncodedTextChunk.tokens"), type)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EncodedTextChunk:
@@ -66,16 +63,14 @@ class EncodedTextChunk:
         return cls._trusted(bytes(data))
 
     @classmethod
-    def _trusted(cls, buf: bytes, ints: tuple[int, ...] | None = None) -> EncodedTextChunk:
+    def _trusted(cls, buf: bytes) -> EncodedTextChunk:
         self = object.__new__(cls)
-        self.__attrs_init__(buf, "encoded_text", ints)
+        self.__attrs_init__(buf, "encoded_text")
         return self
 
     @property
     def tokens(self) -> list[int]:
         """The token ids as a new list."""
-        if self._ints is not None:
-            return list(self._ints)
         return _packed.unpack(self._buf, "i")
 
     @property
@@ -93,15 +88,14 @@ class EncodedTextChunk:
         return f"EncodedTextChunk(tokens=[{', '.join(map(str, tokens))}{more}])"
 
 
-def _pack_tokens(tokens: Any, field: str) -> tuple[bytes, tuple[int, ...] | None]:
+def _pack_tokens(tokens: Any, field: str) -> bytes:
     if _packed.is_ndarray(tokens):
         if tokens.ndim != 1:
             raise ValidationError(f"expected a 1-D array, got shape {tokens.shape}", field=field)
-        return _packed.pack_ndarray(tokens, "i", field)[0], None
+        return _packed.pack_ndarray(tokens, "i", field)[0]
     if isinstance(tokens, Sequence) and tokens and isinstance(tokens[0], list | tuple):
         raise ValidationError("expected a flat list of token ids, got nested lists", field=field)
-    packed = _packed.pack_sequence(tokens, "i", field)
-    return packed.buf, packed.ints
+    return _packed.pack_sequence(tokens, "i", field).buf
 
 
 def _check_expected_tokens(
@@ -254,7 +248,7 @@ class ModelInput:
     @classmethod
     def from_ints(cls, tokens: Sequence[int] | Any) -> ModelInput:
         """One text chunk holding ``tokens`` (a list of ints or a 1-D numpy integer array)."""
-        return cls((EncodedTextChunk._trusted(*_pack_tokens(tokens, "ModelInput.tokens")),))
+        return cls((EncodedTextChunk._trusted(_pack_tokens(tokens, "ModelInput.tokens")),))
 
     @classmethod
     def empty(cls) -> ModelInput:
@@ -284,7 +278,7 @@ class ModelInput:
 
     def append_int(self, token: int) -> ModelInput:
         """A new ModelInput with one more token (merged into a trailing text chunk)."""
-        token_bytes = _pack_tokens([token], "ModelInput.token")[0]
+        token_bytes = _pack_tokens([token], "ModelInput.token")
         if self.chunks and isinstance(self.chunks[-1], EncodedTextChunk):
             last = EncodedTextChunk._trusted(self.chunks[-1].to_bytes() + token_bytes)
             return ModelInput((*self.chunks[:-1], last))

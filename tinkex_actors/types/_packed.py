@@ -55,13 +55,10 @@ def torch_to_numpy(value: Any) -> Any:
 
 
 class Packed(NamedTuple):
-    """A packed sequence: little-endian bytes, the shape, and (integers only) the values."""
+    """A packed sequence: little-endian bytes and the shape."""
 
     buf: bytes
     shape: tuple[int, ...]
-    #: The flat Python ints as given, kept so JSON and list views need not rebuild them
-    #: (None for floats, which JSON must show rounded to float32, and for non-list input).
-    ints: tuple[int, ...] | None
 
 
 def pack_sequence(values: Sequence[Any], code: str, field: str) -> Packed:
@@ -70,7 +67,7 @@ def pack_sequence(values: Sequence[Any], code: str, field: str) -> Packed:
     Integers must be real ints (bools are rejected); floats accept ints and floats.
     """
     if isinstance(values, array):
-        return Packed(_pack_array(values, code, field), (len(values),), None)
+        return Packed(_pack_array(values, code, field), (len(values),))
     if isinstance(values, str | bytes | bytearray | memoryview):
         raise ValidationError(
             f"expected a list of numbers, got {type(values).__name__}", field=field
@@ -84,13 +81,10 @@ def pack_sequence(values: Sequence[Any], code: str, field: str) -> Packed:
         buf = struct.pack(f"<{n}{code}", *flat)
     except (struct.error, TypeError, OverflowError, ValueError) as exc:
         raise _element_error(flat, code, field) from exc
-    if code == "f":
-        return Packed(buf, shape, None)
-    native = _native_ints(flat)
-    if native is None:
+    if code != "f" and _contains_bool(flat):
         index = next(i for i, v in enumerate(flat) if isinstance(v, bool))
         raise ValidationError(f"element {index} is a bool; expected an integer", field=field)
-    return Packed(buf, shape, tuple(flat) if native else None)
+    return Packed(buf, shape)
 
 
 def _pack_array(values: array[Any], code: str, field: str) -> bytes:
@@ -128,16 +122,14 @@ def _flatten(values: Sequence[Any], field: str) -> tuple[list[Any], tuple[int, .
     return rows, tuple(shape)
 
 
-def _native_ints(values: Sequence[Any]) -> bool | None:
-    """After struct accepted every element as an integer: True if all are plain ints, False
-    if some are other integer types (numpy ints), None if one is a bool."""
-    # A JSON rendering of accepted elements can only hold digits, '-', ',' and brackets, or
-    # 'true'/'false': one C pass finds a bool without a Python-level loop.
+def _contains_bool(values: Sequence[Any]) -> bool:
+    # struct already accepted every element as an integer, so a JSON rendering can only hold
+    # digits, '-', ',' and brackets, or 'true'/'false': one C pass finds a bool.
     try:
         rendered = orjson.dumps(values)
     except TypeError:  # numpy integers and other __index__ types orjson cannot render
-        return None if any(isinstance(v, bool) for v in values) else False
-    return None if b"t" in rendered or b"f" in rendered else True
+        return any(isinstance(v, bool) for v in values)
+    return b"t" in rendered or b"f" in rendered
 
 
 def _element_error(values: Sequence[Any], code: str, field: str) -> ValidationError:

@@ -54,9 +54,6 @@ class TensorData:
     shape: tuple[int, ...] | None
     sparse_crow_indices: tuple[int, ...] | None
     sparse_col_indices: tuple[int, ...] | None
-    # The Python ints the tensor was built from, when it was built from a list of ints: JSON
-    # and ``data`` reuse them instead of unpacking the buffer (not part of equality).
-    _ints: tuple[int, ...] | None = attrs.field(default=None, eq=False, repr=False)
 
     def __init__(
         self,
@@ -72,7 +69,6 @@ class TensorData:
             )
         if _packed.is_torch_tensor(data):
             data = _packed.torch_to_numpy(data)
-        ints: tuple[int, ...] | None = None
         if _packed.is_ndarray(data):
             code = None if dtype is None else _packed.CODE[dtype]
             buf, code, data_shape = _packed.pack_ndarray(data, code, "TensorData.data")
@@ -83,7 +79,7 @@ class TensorData:
                 raise ValidationError(
                     "required unless data is a numpy array", field="TensorData.dtype"
                 )
-            buf, data_shape, ints = _packed.pack_sequence(
+            buf, data_shape = _packed.pack_sequence(
                 cast("Sequence[Any]", data), _packed.CODE[dtype], "TensorData.data"
             )
             inferred = data_shape if len(data_shape) > 1 else None
@@ -96,7 +92,7 @@ class TensorData:
         else:
             dims = None
         _check_layout(_packed.count(buf, _packed.CODE[dtype]), dims, crow, col)
-        self.__attrs_init__(buf, dtype, dims, crow, col, ints)
+        self.__attrs_init__(buf, dtype, dims, crow, col)
 
     # ------------------------------------------------------------------ constructors
 
@@ -160,11 +156,10 @@ class TensorData:
         shape: tuple[int, ...] | None,
         crow: tuple[int, ...] | None = None,
         col: tuple[int, ...] | None = None,
-        ints: tuple[int, ...] | None = None,
     ) -> TensorData:
         # For callers that already checked the layout: skips every validation.
         self = object.__new__(cls)
-        self.__attrs_init__(buf, dtype, shape, crow, col, ints)
+        self.__attrs_init__(buf, dtype, shape, crow, col)
         return self
 
     # ------------------------------------------------------------------ views
@@ -172,8 +167,6 @@ class TensorData:
     @property
     def data(self) -> list[Any]:
         """The stored elements as a new flat list (the CSR values when sparse)."""
-        if self._ints is not None:
-            return list(self._ints)
         return _packed.unpack(self._buf, _packed.CODE[self.dtype])
 
     @property

@@ -48,15 +48,13 @@ def encode_json(obj: Any) -> bytes:
 
 
 # ------------------------------------------------------------------ fast path for big batches
-# The same JSON as the converter's hooks, but packed numbers go to orjson without becoming
-# Python objects: ints the tensor was built from are passed as the original tuple, and (when
-# numpy is loaded) buffers as zero-copy arrays (float32 widened to float64, so the digits are
-# those of the float32 value, like the converter's lists). tests/wire check the equivalence.
+# The same JSON as the converter's hooks, but when numpy is loaded the packed numbers go to
+# orjson as zero-copy arrays instead of millions of Python objects (float32 widened to float64,
+# so the digits are those of the float32 value, like the converter's lists). Without numpy
+# they are unpacked to lists. tests/wire check that both paths give the same JSON.
 
 
-def _numbers(buf: bytes, code: str, ints: tuple[int, ...] | None) -> Any:
-    if ints is not None:
-        return ints
+def _numbers(buf: bytes, code: str) -> Any:
     np = sys.modules.get("numpy")
     if np is None or not _LITTLE:
         return _packed.unpack(buf, code)
@@ -67,7 +65,7 @@ def _numbers(buf: bytes, code: str, ints: tuple[int, ...] | None) -> Any:
 
 def _fast_tensor(td: TensorData) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "data": _numbers(td.to_bytes(), _packed.CODE[td.dtype], td._ints),
+        "data": _numbers(td.to_bytes(), _packed.CODE[td.dtype]),
         "dtype": td.dtype,
     }
     if td.shape is not None:
@@ -81,7 +79,7 @@ def _fast_tensor(td: TensorData) -> dict[str, Any]:
 
 def _fast_model_input(mi: ModelInput) -> dict[str, Any]:
     chunks = [
-        {"tokens": _numbers(c.to_bytes(), "i", c._ints), "type": "encoded_text"}
+        {"tokens": _numbers(c.to_bytes(), "i"), "type": "encoded_text"}
         if type(c) is EncodedTextChunk
         else converter.unstructure(c, type(c))
         for c in mi.chunks
