@@ -9,10 +9,13 @@ The public names are listed in ``__all__`` (kept sorted; a test checks it).
 
 from __future__ import annotations
 
-from tinkex_actors import errors
+from tinkex_actors import errors, telemetry
 from tinkex_actors._version import __version__
+from tinkex_actors.config import Config
 
 __all__ = [
+    "Config",
     "__version__",
     "errors",
+    "telemetry",
 ]
