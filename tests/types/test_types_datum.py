@@ -129,3 +129,17 @@ def test_two_dimensional_target_and_weight_lengths_are_not_compared() -> None:
     # Only 1-D target_tokens/weights must agree; 2-D shapes are the loss function's business.
     datum = Datum(MI, {"target_tokens": [[1, 2]], "weights": [1.0, 2.0, 3.0]})
     assert datum.loss_fn_inputs["target_tokens"].shape == (1, 2)
+
+
+def test_pickle_and_deepcopy_round_trip() -> None:
+    import copy
+    import pickle
+
+    datum = Datum(
+        MI,
+        {"target_tokens": [2, 3, 4], "mask": TensorData([1], "int64", [1, 3], [0, 1], [2])},
+        model_input_spans=[PromptProvenanceSpan(sequence_id="s", length=3)],
+        loss_fn_input_spans=[SampledProvenanceSpan(sequence_id="s", length=3)],
+    )
+    assert pickle.loads(pickle.dumps(datum)) == datum
+    assert copy.deepcopy(datum) == datum
