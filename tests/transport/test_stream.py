@@ -101,3 +101,14 @@ def test_stream_rejects_bad_urls(
     with pytest.raises(errors.ValidationError) as info, transport.stream(url):
         pass
     assert info.value.field == "url"
+
+
+def test_redirect_to_a_non_http_url_is_an_error(
+    server: LocalServer, make_transport: MakeTransport
+) -> None:
+    server.script(Answer(302, b"", {"Location": "file:///etc/passwd"}))
+    transport = make_transport(server.url)
+    with pytest.raises(errors.APIStatusError) as info, transport.stream("/api/v1/archive"):
+        pass
+    assert info.value.status_code == 302
+    assert len(server.requests) == 1

@@ -1,4 +1,4 @@
-"""Request headers (protocol §1.3), origins, and checks on per-call input.
+"""Request headers (protocol §1.3) and origins.
 
 A tenant's constant headers (API key, User-Agent, Cloudflare Access, ``default_headers``) are
 built once per transport; a call copies them and adds its own. Credentials go only to the
@@ -8,20 +8,15 @@ base URL's origin: :func:`origin` decides what counts as the same server.
 from __future__ import annotations
 
 import os
-import re
 import urllib.parse
-from collections.abc import Mapping
 
 from tinkex_actors import _constants as c
 from tinkex_actors._version import __version__
 from tinkex_actors.config import Config
-from tinkex_actors.errors import ValidationError
 
 __all__ = [
     "METHODS",
     "USER_AGENT",
-    "check_headers",
-    "check_token",
     "merge_header",
     "new_idempotency_key",
     "origin",
@@ -31,12 +26,6 @@ __all__ = [
 USER_AGENT = f"{c.USER_AGENT_PRODUCT}/{__version__}"
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
-# A call may not set these: the transport or the HTTP library owns them.
-_CALL_FORBIDDEN = frozenset(
-    h.lower() for h in (c.HEADER_API_KEY, "Host", "Content-Length", "Transfer-Encoding")
-)
 
 
 def origin(url: str) -> tuple[str, str, int]:
@@ -72,39 +61,7 @@ def tenant_headers(config: Config) -> dict[str, str]:
     return headers
 
 
-def check_headers(headers: object) -> Mapping[str, str]:
-    """Validate per-call headers: str names (tokens) and values (no CR/LF), none reserved.
-
-    Raises:
-        ValidationError: ``field="headers"`` naming the bad header (never showing its value).
-    """
-    if not isinstance(headers, Mapping):
-        raise ValidationError(
-            f"expected a mapping of str to str, got {type(headers).__name__}", field="headers"
-        )
-    for name, value in headers.items():
-        if not isinstance(name, str) or not _TOKEN.match(name):
-            raise ValidationError(f"{name!r} is not a valid header name", field="headers")
-        if name.lower() in _CALL_FORBIDDEN:
-            raise ValidationError(f"{name!r} is set by the transport", field="headers")
-        if not isinstance(value, str) or not _VALUE.match(value):
-            raise ValidationError(
-                f"the value of {name!r} must be a str of printable ASCII (no CR, LF or NUL)",
-                field="headers",
-            )
-    return headers
-
-
 def new_idempotency_key() -> str:
     """A fresh idempotency key: one per call, reused by that call's retries."""
     # 128 random bits like a uuid4, at a fifth of uuid4()'s cost.
     return f"{c.IDEMPOTENCY_KEY_PREFIX}{os.urandom(16).hex()}"
-
-
-def check_token(value: object, field: str, *, limit: int = 256) -> str:
-    """Validate a caller-supplied header value that must be a short visible-ASCII token."""
-    if not isinstance(value, str) or not value or len(value) > limit:
-        raise ValidationError(f"must be a non-empty str of at most {limit} characters", field=field)
-    if not re.fullmatch(r"[\x21-\x7e]+", value):
-        raise ValidationError("must hold only visible ASCII (no spaces)", field=field)
-    return value

@@ -11,10 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import re
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from tinkex_actors import _constants as c
@@ -32,21 +31,29 @@ from tinkex_actors.errors import (
     status_error_class,
 )
 from tinkex_actors.transport._backend import Urllib3Backend
+from tinkex_actors.transport._checks import (
+    check_body,
+    check_headers,
+    check_iteration,
+    check_media,
+    check_path,
+    check_retries,
+    check_timeout,
+    check_token,
+    encode_query,
+)
 from tinkex_actors.transport._headers import (
     METHODS,
-    USER_AGENT,
-    check_headers,
-    check_token,
     merge_header,
     new_idempotency_key,
     origin,
     tenant_headers,
 )
 from tinkex_actors.transport._retry import RetryPolicy
+from tinkex_actors.transport._stream import REDIRECTS, open_stream
 from tinkex_actors.transport._types import (
     Backend,
     RawResponse,
-    RawStream,
     Response,
     StreamResponse,
     Timeouts,
@@ -63,85 +70,13 @@ _HTTP_EVENTS: Final = frozenset(
         telemetry.HTTP_REQUEST_RETRY,
     }
 )
-_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-_BODY_TYPES: Final = (bytes, bytearray, memoryview)
 _TRANSPORT_LOGGER: Final = f"{LOGGER_NAME}.transport"
-_BAD_PATH_CHARS: Final = re.compile(r"[?#\s\x00]")
-_BAD_HEADER_VALUE: Final = re.compile(r"[^\t\x20-\x7e]")
 # Tenants already warned that TLS verification is off (warned once per process).
 _warned_insecure: set[str] = set()
 
 
-def _check_body(body: object) -> bytes | None:
-    if body is None or isinstance(body, bytes):
-        return body
-    if isinstance(body, _BODY_TYPES):
-        return bytes(body)
-    raise ValidationError(
-        f"expected bytes (encode it first), got {type(body).__name__}", field="body"
-    )
-
-
-def _check_iteration(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"must be an int >= 0, got {value!r}", field="iteration")
-    return value
-
-
-def _check_media(value: object, field: str) -> None:
-    if not isinstance(value, str) or not value or _BAD_HEADER_VALUE.search(value) is not None:
-        raise ValidationError(f"must be a media type str without CR/LF, got {value!r}", field=field)
-
-
 def _format_seconds(value: float) -> str:
     return f"{value:g}"
-
-
-def _check_timeout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
-        raise ValidationError(f"must be a number of seconds > 0, got {value!r}", field="timeout")
-    return float(value)
-
-
-def _check_retries(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"must be an int >= 0, got {value!r}", field="max_retries")
-    return value
-
-
-def _check_path(path: object) -> str:
-    if (
-        not isinstance(path, str)
-        or not path.startswith("/")
-        or path.startswith("//")
-        or _BAD_PATH_CHARS.search(path) is not None
-    ):
-        raise ValidationError(
-            f"must be an absolute path like '/api/v1/...' without query or fragment, got {path!r}",
-            field="path",
-        )
-    return path
-
-
-def _encode_query(query: object) -> str:
-    if not isinstance(query, Mapping):
-        raise ValidationError(f"expected a mapping, got {type(query).__name__}", field="query")
-    pairs: list[tuple[str, str]] = []
-    for key, value in query.items():
-        if not isinstance(key, str) or not key:
-            raise ValidationError(f"keys must be non-empty str, got {key!r}", field="query")
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            pairs.append((key, "true" if value else "false"))
-        elif isinstance(value, str | int | float):
-            pairs.append((key, str(value)))
-        else:
-            raise ValidationError(
-                f"{key!r}: expected str, int, float, bool or None, got {type(value).__name__}",
-                field="query",
-            )
-    return urllib.parse.urlencode(pairs)
 
 
 class HTTPTransport:
@@ -210,9 +145,9 @@ class HTTPTransport:
 
     def url(self, path: str, query: Mapping[str, QueryValue] | None = None) -> str:
         """The absolute URL of ``path`` (appended to the base URL's path prefix)."""
-        url = self._base_url + _check_path(path)
+        url = self._base_url + check_path(path)
         if query:
-            encoded = _encode_query(query)
+            encoded = encode_query(query)
             if encoded:
                 url = f"{url}?{encoded}"
         return url
@@ -276,17 +211,17 @@ class HTTPTransport:
                 f"must be one of {sorted(METHODS)}, got {method!r}", field="method"
             )
         url = self.url(path, query)
-        body = _check_body(body)
+        body = check_body(body)
         timeouts = self._timeouts
         read_text = self._read_timeout_text
         if timeout is not None:
-            timeouts = Timeouts(timeouts.connect, _check_timeout(timeout))
+            timeouts = Timeouts(timeouts.connect, check_timeout(timeout))
             read_text = _format_seconds(timeouts.read)
-        retries = self._config.max_retries if max_retries is None else _check_retries(max_retries)
+        retries = self._config.max_retries if max_retries is None else check_retries(max_retries)
         if content_type is not c.CONTENT_JSON:
-            _check_media(content_type, "content_type")
+            check_media(content_type, "content_type")
         if accept is not c.CONTENT_JSON:
-            _check_media(accept, "accept")
+            check_media(accept, "accept")
 
         sent = self._headers.copy()
         if body is not None or method in ("POST", "PUT", "PATCH"):
@@ -302,7 +237,7 @@ class HTTPTransport:
         if request_type is not None:
             sent[c.HEADER_REQUEST_TYPE] = check_token(request_type, "request_type", limit=64)
         if iteration is not None:
-            sent[c.HEADER_REQUEST_ITERATION] = str(_check_iteration(iteration))
+            sent[c.HEADER_REQUEST_ITERATION] = str(check_iteration(iteration))
         if headers:
             for name, value in check_headers(headers).items():
                 merge_header(sent, name, value)
@@ -364,7 +299,7 @@ class HTTPTransport:
             status = raw.status
             if 200 <= status < 300 or (300 <= status < 400 and not follow_redirects):
                 return self._done(raw, method, path, attempt, start, meta)
-            if status in _REDIRECTS:
+            if status in REDIRECTS:
                 if redirects >= c.HTTP_MAX_REDIRECTS:
                     failure = self._status_error(raw, method, path, "too many redirects")
                     self._give_up(failure, attempt, start, meta, status, 0)
@@ -523,7 +458,6 @@ class HTTPTransport:
             )
 
     # ------------------------------------------------------------------ stream
-    @contextlib.contextmanager
     def stream(
         self,
         url: str,
@@ -534,7 +468,7 @@ class HTTPTransport:
         timeout: float | None = None,
         max_retries: int | None = None,
         chunk_size: int = c.HTTP_STREAM_CHUNK_SIZE,
-    ) -> Iterator[StreamResponse]:
+    ) -> contextlib.AbstractContextManager[StreamResponse]:
         """Open a download and yield its body lazily (a context manager).
 
         ``url`` is a path on the tenant's server (``"/api/v1/..."``) or an absolute URL
@@ -556,120 +490,16 @@ class HTTPTransport:
             APIStatusError: a non-2xx answer (body excerpt included).
             APIConnectionError / APITimeoutError: the network failed.
         """
-        if self._closed:
-            raise ClientClosedError("the HTTP transport of this client was closed")
-        if method not in ("GET", "HEAD"):
-            raise ValidationError(f"must be GET or HEAD, got {method!r}", field="method")
-        url = self._stream_url(url)
-        size: object = chunk_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValidationError(f"must be an int >= 1, got {size!r}", field="chunk_size")
-        extra = dict(check_headers(headers)) if headers else {}
-        timeouts = self._timeouts
-        if timeout is not None:
-            timeouts = Timeouts(timeouts.connect, _check_timeout(timeout))
-        retries = self._config.max_retries if max_retries is None else _check_retries(max_retries)
-        path = urllib.parse.urlsplit(url).path or "/"
-        meta = self._start(method, path, None, None)
-        start = time.monotonic_ns()
-        raw, final_url = self._open(
-            url, method, accept, extra, timeouts, retries, meta, path, start
+        return open_stream(
+            self,
+            url,
+            method=method,
+            headers=headers,
+            accept=accept,
+            timeout=timeout,
+            max_retries=max_retries,
+            chunk_size=chunk_size,
         )
-        try:
-            yield StreamResponse(raw, final_url, chunk_size)
-        finally:
-            raw.close()
-
-    def _stream_url(self, url: object) -> str:
-        if isinstance(url, str) and url.startswith("/"):
-            return self.url(url)
-        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
-            raise ValidationError("must be a path or an absolute http(s) URL", field="url")
-        try:
-            origin(url)
-        except ValueError:
-            raise ValidationError("not an absolute http(s) URL with a host", field="url") from None
-        return url
-
-    def _stream_headers(self, url: str, accept: str, extra: Mapping[str, str]) -> dict[str, str]:
-        try:
-            same = origin(url) == self._origin
-        except ValueError:
-            raise ValidationError("not an absolute http(s) URL", field="url") from None
-        sent = self._headers.copy() if same else {"User-Agent": USER_AGENT}
-        sent["Accept"] = accept
-        for name, value in extra.items():
-            merge_header(sent, name, value)
-        return sent
-
-    def _open(
-        self,
-        url: str,
-        method: str,
-        accept: str,
-        extra: Mapping[str, str],
-        timeouts: Timeouts,
-        retries: int,
-        meta: dict[str, Any] | None,
-        path: str,
-        start: int,
-    ) -> tuple[RawStream, str]:
-        attempt = 0
-        redirects = 0
-        while True:
-            sent = self._stream_headers(url, accept, extra)
-            try:
-                raw = self._backend.open(method, url, sent, timeouts)
-            except APIConnectionError as exc:
-                exc.method, exc.path = method, path
-                if attempt < retries:
-                    self._before_retry(attempt, None, exc, None, meta, method, path)
-                    attempt += 1
-                    continue
-                self._give_up(exc, attempt, start, meta, None, retries)
-                raise
-            status = raw.status
-            if 200 <= status < 300:
-                if meta is not None:
-                    end = time.monotonic_ns()
-                    telemetry.execute(
-                        telemetry.HTTP_REQUEST_STOP,
-                        {"duration": end - start, "monotonic_time": end},
-                        {**meta, "status": status, "retry_count": attempt},
-                    )
-                return raw, url
-            location = raw.headers.get("location")
-            if status in _REDIRECTS and location and redirects < c.HTTP_MAX_REDIRECTS:
-                raw.close()
-                redirects += 1
-                url = urllib.parse.urljoin(url, location)
-                if not url.lower().startswith(("http://", "https://")):
-                    raise ValidationError("redirected to a non-http(s) URL", field="url")
-                continue
-            body = self._read_excerpt(raw)
-            error_raw = RawResponse(status, raw.headers, body)
-            if attempt < retries and self._policy.should_retry(status, raw.headers):
-                self._before_retry(attempt, status, None, raw.headers, meta, method, path)
-                attempt += 1
-                continue
-            failure = self._status_error(error_raw, method, path, None)
-            self._give_up(failure, attempt, start, meta, status, retries)
-            raise failure
-
-    @staticmethod
-    def _read_excerpt(raw: RawStream) -> bytes:
-        # Keep only what an error message can show, then drop the connection.
-        data = b""
-        try:
-            for chunk in raw.chunks(4096):
-                data += chunk
-                if len(data) > 2 * BODY_EXCERPT_LIMIT:
-                    break
-        except APIConnectionError:
-            pass
-        finally:
-            raw.close()
-        return data
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

@@ -1,0 +1,172 @@
+"""Streaming downloads (``HTTPTransport.stream``): credentials only for the base origin.
+
+Every hop (the first URL and each redirect) gets the tenant's credentials only when its
+origin (scheme, host, port) is the base URL's; signed URLs on other hosts get ``User-Agent``
+and ``Accept`` alone. Retries apply until the body starts; then failures go to the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from tinkex_actors import _constants as c
+from tinkex_actors import telemetry
+from tinkex_actors.errors import (
+    BODY_EXCERPT_LIMIT,
+    APIConnectionError,
+    ClientClosedError,
+    ValidationError,
+)
+from tinkex_actors.transport._checks import check_headers, check_retries, check_timeout
+from tinkex_actors.transport._headers import USER_AGENT, merge_header, origin
+from tinkex_actors.transport._types import RawResponse, RawStream, StreamResponse, Timeouts
+
+if TYPE_CHECKING:
+    from tinkex_actors.transport._http import HTTPTransport
+
+__all__ = ["REDIRECTS", "open_stream"]
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@contextlib.contextmanager
+def open_stream(
+    transport: HTTPTransport,
+    url: str,
+    *,
+    method: str,
+    headers: Mapping[str, str] | None,
+    accept: str,
+    timeout: float | None,
+    max_retries: int | None,
+    chunk_size: int,
+) -> Iterator[StreamResponse]:
+    """The body of :meth:`HTTPTransport.stream` (see there)."""
+    if transport.closed:
+        raise ClientClosedError("the HTTP transport of this client was closed")
+    if method not in ("GET", "HEAD"):
+        raise ValidationError(f"must be GET or HEAD, got {method!r}", field="method")
+    url = _stream_url(transport, url)
+    size: object = chunk_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValidationError(f"must be an int >= 1, got {size!r}", field="chunk_size")
+    extra = dict(check_headers(headers)) if headers else {}
+    timeouts = transport._timeouts
+    if timeout is not None:
+        timeouts = Timeouts(timeouts.connect, check_timeout(timeout))
+    retries = transport.config.max_retries if max_retries is None else check_retries(max_retries)
+    path = urllib.parse.urlsplit(url).path or "/"
+    meta = transport._start(method, path, None, None)
+    start = time.monotonic_ns()
+    raw, final_url = _open(
+        transport, url, method, accept, extra, timeouts, retries, meta, path, start
+    )
+    try:
+        yield StreamResponse(raw, final_url, chunk_size)
+    finally:
+        raw.close()
+
+
+def _stream_url(transport: HTTPTransport, url: object) -> str:
+    if isinstance(url, str) and url.startswith("/"):
+        return transport.url(url)
+    if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+        raise ValidationError("must be a path or an absolute http(s) URL", field="url")
+    try:
+        origin(url)
+    except ValueError:
+        raise ValidationError("not an absolute http(s) URL with a host", field="url") from None
+    return url
+
+
+def _hop_headers(
+    transport: HTTPTransport, url: str, accept: str, extra: Mapping[str, str]
+) -> dict[str, str]:
+    same = origin(url) == transport._origin
+    sent = transport._headers.copy() if same else {"User-Agent": USER_AGENT}
+    sent["Accept"] = accept
+    for name, value in extra.items():
+        merge_header(sent, name, value)
+    return sent
+
+
+def _next_hop(url: str, location: str | None) -> str | None:
+    if not location:
+        return None
+    target = urllib.parse.urljoin(url, location)
+    try:
+        origin(target)
+    except ValueError:
+        return None  # not http(s): answered as the 3xx it is
+    return target
+
+
+def _open(
+    transport: HTTPTransport,
+    url: str,
+    method: str,
+    accept: str,
+    extra: Mapping[str, str],
+    timeouts: Timeouts,
+    retries: int,
+    meta: dict[str, Any] | None,
+    path: str,
+    start: int,
+) -> tuple[RawStream, str]:
+    attempt = 0
+    redirects = 0
+    while True:
+        sent = _hop_headers(transport, url, accept, extra)
+        try:
+            raw = transport._backend.open(method, url, sent, timeouts)
+        except APIConnectionError as exc:
+            exc.method, exc.path = method, path
+            if attempt < retries:
+                transport._before_retry(attempt, None, exc, None, meta, method, path)
+                attempt += 1
+                continue
+            transport._give_up(exc, attempt, start, meta, None, retries)
+            raise
+        status = raw.status
+        if 200 <= status < 300:
+            if meta is not None:
+                end = time.monotonic_ns()
+                telemetry.execute(
+                    telemetry.HTTP_REQUEST_STOP,
+                    {"duration": end - start, "monotonic_time": end},
+                    {**meta, "status": status, "retry_count": attempt},
+                )
+            return raw, url
+        target = _next_hop(url, raw.headers.get("location")) if status in REDIRECTS else None
+        if target is not None and redirects < c.HTTP_MAX_REDIRECTS:
+            raw.close()
+            redirects += 1
+            url = target
+            continue
+        error_raw = RawResponse(status, raw.headers, _read_excerpt(raw))
+        if attempt < retries and transport._policy.should_retry(status, raw.headers):
+            transport._before_retry(attempt, status, None, raw.headers, meta, method, path)
+            attempt += 1
+            continue
+        failure = transport._status_error(error_raw, method, path, None)
+        transport._give_up(failure, attempt, start, meta, status, retries)
+        raise failure
+
+
+def _read_excerpt(raw: RawStream) -> bytes:
+    # Keep only what an error message can show, then drop the connection.
+    data = b""
+    try:
+        for chunk in raw.chunks(4096):
+            data += chunk
+            if len(data) > 2 * BODY_EXCERPT_LIMIT:
+                break
+    except APIConnectionError:
+        pass
+    finally:
+        raw.close()
+    return data
