@@ -133,6 +133,9 @@ HEADER_CF_CLIENT_SECRET: Final = "CF-Access-Client-Secret"
 HEADER_SHOULD_RETRY: Final = "x-should-retry"
 HEADER_RETRY_AFTER: Final = "retry-after"
 HEADER_RETRY_AFTER_MS: Final = "retry-after-ms"
+#: A server announcing deprecation: logged once per note (ERROR when the level is "error").
+HEADER_DEPRECATION_NOTE: Final = "x-deprecation-note"
+HEADER_DEPRECATION_LEVEL: Final = "x-deprecation-level"
 CONTENT_JSON: Final = "application/json"
 CONTENT_PROTOBUF: Final = "application/x-protobuf"
 #: Prefix of idempotency keys; one key per call, reused across that call's retries.

@@ -9,6 +9,7 @@ import time
 
 import orjson
 import pytest
+import structlog
 
 from tinkex_actors import _constants as c
 from tinkex_actors import errors
@@ -332,3 +333,24 @@ def test_bad_input_is_rejected_before_sending(
         transport.request(method, path, **call)  # type: ignore[arg-type]
     assert info.value.field == field
     assert server.requests == []
+
+
+def test_deprecation_notes_are_logged_once(
+    server: LocalServer, make_transport: MakeTransport
+) -> None:
+    note = f"endpoint retired soon {time.time_ns()}"
+    headers = {"X-Deprecation-Note": note, "X-Deprecation-Level": "error"}
+    server.script(Answer(200, b"{}", headers), Answer(200, b"{}", headers))
+    transport = make_transport(server.url)
+    with structlog.testing.capture_logs() as logs:
+        transport.request("GET", "/api/v1/old")
+        transport.request("GET", "/api/v1/old")
+    reported = [e for e in logs if e["event"] == "tinkex.http.deprecation"]
+    assert reported == [
+        {
+            "event": "tinkex.http.deprecation",
+            "note": note,
+            "path": "/api/v1/old",
+            "log_level": "error",
+        }
+    ]

@@ -73,6 +73,19 @@ _HTTP_EVENTS: Final = frozenset(
 _TRANSPORT_LOGGER: Final = f"{LOGGER_NAME}.transport"
 # Tenants already warned that TLS verification is off (warned once per process).
 _warned_insecure: set[str] = set()
+# Server deprecation notes already logged.
+_deprecations_seen: set[str] = set()
+
+
+def _report_deprecation(note: str, level: str | None, path: str) -> None:
+    # Once per distinct note per process: servers repeat it on every answer.
+    note = note[:500]
+    if note in _deprecations_seen:
+        return
+    _deprecations_seen.add(note)
+    log = get_logger("transport")
+    report = log.error if (level or "").strip().lower() == "error" else log.warning
+    report("tinkex.http.deprecation", note=note, path=path)
 
 
 def _format_seconds(value: float) -> str:
@@ -367,6 +380,9 @@ class HTTPTransport:
                 duration_ms=round((end - start) / 1e6, 3),
                 tenant_id=self._tenant_id,
             )
+        note = raw.headers.get(c.HEADER_DEPRECATION_NOTE)
+        if note is not None:
+            _report_deprecation(note, raw.headers.get(c.HEADER_DEPRECATION_LEVEL), path)
         return Response(
             raw.status, raw.headers, raw.body, (end - start) / 1e9, attempt, method, path
         )
