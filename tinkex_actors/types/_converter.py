@@ -404,6 +404,29 @@ def _structure_list_factory(t: Any) -> Callable[[Any, Any], list[Any]]:
     return structure
 
 
+def _is_dict_type(t: Any) -> bool:
+    return get_origin(t) in (dict, Mapping)
+
+
+def _structure_dict_factory(t: Any) -> Callable[[Any, Any], dict[str, Any]]:
+    args = get_args(t)
+    value_type = args[1] if len(args) == 2 else Any
+    value_hook = converter.get_structure_hook(value_type)
+
+    def structure(value: Any, _: Any) -> dict[str, Any]:
+        if type(value) is not dict:
+            raise _wrong(value, "an object")
+        out = {}
+        for key, item in value.items():
+            try:
+                out[key] = value_hook(item, value_type)
+            except Exception as exc:
+                raise ValueError(f"key {key!r}: {_brief(exc)}") from exc
+        return out
+
+    return structure
+
+
 def _is_fixed_tuple(t: Any) -> bool:
     args = get_args(t)
     return get_origin(t) is tuple and bool(args) and args[-1] is not Ellipsis
@@ -463,6 +486,7 @@ def _register() -> None:
     c.register_structure_hook(RequestErrorCategory, _structure_category)
     # Later registrations win: the generic list/tuple rules first, the fast paths after.
     c.register_structure_hook_factory(_is_list_type, _structure_list_factory)
+    c.register_structure_hook_factory(_is_dict_type, _structure_dict_factory)
     c.register_structure_hook_factory(_is_fixed_tuple, _structure_tuple_factory)
     c.register_structure_hook_func(lambda t: t == list[int], _structure_int_list)
     c.register_structure_hook_func(lambda t: t == list[float], _structure_float_list)
