@@ -193,6 +193,7 @@ CHECKPOINT_TTL_MAX: Final = 10 * 365 * 24 * 3600
 SERVER_EXPIRY_SWEEP_INTERVAL: Final = 60.0
 #: On SIGTERM, in-flight HTTP requests get this long to finish.
 SERVER_GRACEFUL_SHUTDOWN: Final = 10.0
-#: Vocabulary of the null engine's simulated model.
-NULL_ENGINE_VOCAB_SIZE: Final = 4096
-NULL_ENGINE_CONTEXT_LENGTH: Final = 4096
+#: Vocabulary and context of the null engine's simulated model (those of the torch engine's tiny
+#: default model, so the same requests are valid on both).
+NULL_ENGINE_VOCAB_SIZE: Final = 2048
+NULL_ENGINE_CONTEXT_LENGTH: Final = 512

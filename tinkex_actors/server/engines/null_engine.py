@@ -110,7 +110,7 @@ class NullEngine:
             raise ValueError(f"vocab_size must be at least 8, got {vocab_size}")
         self._vocab = vocab_size
         self._simulate = max(0.0, simulate_ms) / 1000.0
-        self._eos = 2
+        self._eos = 1  # as in the torch engine's tiny model (BOS 0, EOS 1, PAD 2)
         self._info = BaseModelInfo(
             name=base_model,
             tokenizer_id=base_model,
