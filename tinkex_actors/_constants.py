@@ -86,6 +86,14 @@ LOSS_INPUT_DTYPES: Final = {
     "clip_high_threshold": "float32",
     "sequence_ratio_mask": "float32",
 }
+#: loss_fn_config defaults (protocol §4.3); ``dro``'s ``beta`` weighs its quadratic penalty.
+PPO_CLIP_LOW: Final = 0.8
+PPO_CLIP_HIGH: Final = 1.2
+CISPO_CLIP_LOW: Final = 0.0
+CISPO_CLIP_HIGH: Final = 4.0
+DRO_BETA: Final = 1.0
+#: LoRA scaling numerator of the embedded server's adapters: output += (alpha / rank) * B @ A x.
+LORA_ALPHA: Final = 32
 
 # ------------------------------------------------------------------------------- sampling
 SAMPLE_MAX_INFLIGHT: Final = 400

@@ -1,0 +1,178 @@
+"""The torch engine: real LoRA training and sampling with torch + transformers.
+
+:class:`TorchEngine` implements :class:`~tinkex_actors.server.engine_api.Engine`. Importing this
+module is cheap: torch and transformers (several seconds to import) load in :meth:`start`,
+which the server runs on a background thread while it already answers healthz.
+
+It serves the default model ``tinkex/tiny-llama`` (built locally on first start, see
+``docs/server-engine.md``) plus any local Hugging Face causal-LM directory given as
+``models={"name": path}`` (``--model NAME=PATH``). The implementation lives in
+:mod:`tinkex_actors.server.engines.torch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tinkex_actors.errors import ConfigError
+from tinkex_actors.server.engine_api import (
+    AdamSpec,
+    BaseModelInfo,
+    EngineDatum,
+    EngineError,
+    ForwardBackwardResult,
+    LoraSpec,
+    SampleResult,
+    SampleSpec,
+)
+
+if TYPE_CHECKING:
+    from tinkex_actors.server.engines.torch._core import EngineCore
+
+__all__ = ["TorchEngine"]
+
+
+class TorchEngine:
+    """LoRA training and sampling on local models (torch, CPU).
+
+    Args:
+        data_dir: where the built default model is cached (``<data_dir>/models``).
+        models: extra models to serve, ``name -> local Hugging Face directory`` (a causal LM
+            with its tokenizer); each reports its absolute path as ``tokenizer_id``. A model
+            named ``tinkex/tiny-llama`` replaces the built default.
+        threads: torch compute threads (0: torch's default). Results are bit-for-bit
+            reproducible for a given thread count.
+        hub_cache: Hugging Face hub cache to publish the default model into (default: resolved
+            from ``HF_HUB_CACHE`` / ``HF_HOME`` / ``XDG_CACHE_HOME`` at start).
+        publish_to_hub: write the default model into the hub cache so that
+            ``AutoTokenizer.from_pretrained("tinkex/tiny-llama")`` works offline.
+
+    Raises:
+        ConfigError: a ``models`` entry has an empty name or is not a model directory.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        models: Mapping[str, Path] | None = None,
+        threads: int = 1,
+        hub_cache: Path | None = None,
+        publish_to_hub: bool = True,
+    ) -> None:
+        models = dict(models or {})
+        for model_name, path in models.items():
+            if not model_name or model_name != model_name.strip():
+                raise ConfigError("models", f"model name {model_name!r} must be non-empty")
+            if not (Path(path).expanduser() / "config.json").is_file():
+                raise ConfigError(
+                    "models",
+                    f"{model_name}={path}: not a Hugging Face model directory (no config.json)",
+                )
+        if threads < 0:
+            raise ConfigError("threads", f"expected >= 0, got {threads}")
+        self._data_dir = Path(data_dir)
+        self._models = {k: Path(v) for k, v in models.items()}
+        self._threads = threads
+        self._hub_cache = hub_cache
+        self._publish = publish_to_hub
+        self._core: EngineCore | None = None
+
+    def _ready(self) -> EngineCore:
+        core = self._core
+        if core is None:
+            raise EngineError("the torch engine has not been started (or was closed)")
+        return core
+
+    def start(self) -> None:
+        """Import torch, build the default model on first use, load every base model."""
+        from tinkex_actors.server.engines.torch._core import EngineCore
+
+        core = EngineCore(
+            data_dir=self._data_dir,
+            models=self._models,
+            threads=self._threads,
+            hub_cache=self._hub_cache,
+            publish_to_hub=self._publish,
+        )
+        core.load()
+        self._core = core
+
+    def close(self) -> None:
+        """Drop models, adapters and samplers."""
+        core, self._core = self._core, None
+        if core is not None:
+            core.close()
+
+    def base_models(self) -> Sequence[BaseModelInfo]:
+        """The served models (after :meth:`start`)."""
+        return self._ready().base_models()
+
+    def create_adapter(self, model_id: str, base_model: str, lora: LoraSpec) -> None:
+        """A fresh LoRA adapter (deterministic from ``lora.seed``) with fresh AdamW state."""
+        self._ready().create_adapter(model_id, base_model, lora)
+
+    def drop_adapter(self, model_id: str) -> None:
+        """Forget an adapter and its optimizer state."""
+        self._ready().drop_adapter(model_id)
+
+    def forward_backward(
+        self,
+        model_id: str,
+        data: Sequence[EngineDatum],
+        loss_fn: str,
+        loss_fn_config: Mapping[str, float],
+        *,
+        forward_only: bool,
+    ) -> ForwardBackwardResult:
+        """Per-datum ``logprobs`` / ``elementwise_loss`` and ``loss:sum``; accumulates
+        gradients for the next :meth:`optim_step` unless ``forward_only``."""
+        return self._ready().forward_backward(
+            model_id, data, loss_fn, loss_fn_config, forward_only=forward_only
+        )
+
+    def optim_step(self, model_id: str, adam: AdamSpec) -> dict[str, float]:
+        """One AdamW step on the accumulated gradients, which are then zeroed."""
+        return self._ready().optim_step(model_id, adam)
+
+    def save_state(self, model_id: str, directory: Path, *, with_optimizer: bool) -> None:
+        """Write the adapter (PEFT format) and, when asked, the AdamW state."""
+        self._ready().save_state(model_id, directory, with_optimizer=with_optimizer)
+
+    def load_state(self, model_id: str, directory: Path, *, with_optimizer: bool) -> None:
+        """Replace the adapter's weights (and AdamW state when asked; else a fresh one)."""
+        self._ready().load_state(model_id, directory, with_optimizer=with_optimizer)
+
+    def read_checkpoint_config(self, directory: Path) -> tuple[str, LoraSpec]:
+        """Base model name and LoRA settings recorded in a checkpoint."""
+        return self._ready().read_checkpoint_config(directory)
+
+    def save_sampler_weights(self, model_id: str, directory: Path) -> None:
+        """Write the adapter weights only."""
+        self._ready().save_sampler_weights(model_id, directory)
+
+    def create_sampler(
+        self,
+        sampler_id: str,
+        base_model: str,
+        *,
+        weights_dir: Path | None = None,
+        from_model_id: str | None = None,
+    ) -> None:
+        """A sampler on the base model, on saved weights (copied into memory) or on a
+        snapshot of a live adapter."""
+        self._ready().create_sampler(
+            sampler_id, base_model, weights_dir=weights_dir, from_model_id=from_model_id
+        )
+
+    def drop_sampler(self, sampler_id: str) -> None:
+        """Forget a sampler."""
+        self._ready().drop_sampler(sampler_id)
+
+    def sample(self, sampler_id: str, spec: SampleSpec) -> SampleResult:
+        """Generate ``spec.num_samples`` sequences; the same seed gives the same output."""
+        return self._ready().sample(sampler_id, spec)
