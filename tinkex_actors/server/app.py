@@ -31,8 +31,9 @@ from tinkex_actors.server.engines import load_engine
 from tinkex_actors.server.futures import FutureStore
 from tinkex_actors.server.idempotency import IdempotencyCache
 from tinkex_actors.server.middleware import GuardMiddleware
-from tinkex_actors.server.routes import futures, models, rest, sampling, service, training, weights
+from tinkex_actors.server.routes import models, rest, sampling, service, training, weights
 from tinkex_actors.server.routes._common import answer
+from tinkex_actors.server.routes.futures import FuturesEndpoint
 from tinkex_actors.server.scheduler import Scheduler
 from tinkex_actors.server.settings import ServerSettings
 from tinkex_actors.server.state import ServerState
@@ -170,12 +171,14 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    for module in (service, models, training, weights, sampling, futures, rest):
+    for module in (service, models, training, weights, sampling, rest):
         app.include_router(module.router)
     app.add_exception_handler(APIStatusError, _status_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+    # Added first, so it runs inside the guard: authenticated, ahead of the router.
+    app.add_middleware(FuturesEndpoint)
     app.add_middleware(
         GuardMiddleware,
         keyring=keyring,
