@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,7 +214,6 @@ def session_server(
     *,
     extra_args: Sequence[str] = (),
     hf_home: Path | None = None,
-    env: Mapping[str, str] | None = None,
     ready_timeout: float = READY_TIMEOUT,
 ) -> Iterator[ServerHandle]:
     """A server in its own temp directory, stopped and removed on exit."""

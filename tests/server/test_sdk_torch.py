@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from _servers import ServerHandle
+from _servers import ServerHandle, session_server
 from tinker import types
 
 from ._helpers import MODEL, Api, datum_json
@@ -191,3 +191,26 @@ def test_pre_025_json_flow(torch_server: ServerHandle) -> None:
         assert len(api.result(future)["sequences"][0]["tokens"]) == 3
     finally:
         api.close()
+
+
+def test_serves_a_local_model_directory(torch_server: ServerHandle) -> None:
+    (snapshot,) = torch_server.hf_home.glob("hub/models--tinkex--tiny-llama/snapshots/*")
+    with (
+        session_server(
+            "torch", extra_args=(f"--model=local/copy={snapshot}",), ready_timeout=120
+        ) as server,
+        service_client(server) as service,
+    ):
+        names = [m.model_name for m in service.get_server_capabilities().supported_models]
+        assert "local/copy" in names
+        training = service.create_lora_training_client(base_model="local/copy", rank=4).result()
+        assert training.get_info().model_data.model_name == "local/copy"
+        tokenizer = training.get_tokenizer()
+        assert tokenizer.encode("hello world")
+        out = training.forward_backward(DATA[:2], "cross_entropy").result()
+        assert out.metrics["loss:sum"] > 0
+        sampler = service.create_sampling_client(base_model="local/copy").result()
+        sample = sampler.sample(
+            types.ModelInput.from_ints(SEQUENCES[0][:3]), 1, types.SamplingParams(max_tokens=2)
+        ).result()
+        assert len(sample.sequences[0].tokens) <= 2

@@ -34,7 +34,7 @@ from tinkex_actors._constants import (
 )
 from tinkex_actors._logging import LOGGER_NAME
 from tinkex_actors.errors import ConfigError
-from tinkex_actors.server.engines import ENGINE_NAMES
+from tinkex_actors.server.engines import ENGINE_NAMES, load_engine
 
 __all__ = ["add_arguments", "default_data_dir", "main", "run"]
 
@@ -163,7 +163,16 @@ def run(ns: argparse.Namespace) -> int:
         keys.append(generate_api_key())
     try:
         settings = _settings(ns, keys)
-        app = create_app(settings)
+        # Built now (cheap: no torch import) so that a bad --engine/--model stops the start;
+        # the engine's heavy start() still runs in the background.
+        engine = load_engine(
+            settings.engine,
+            data_dir=settings.data_dir,
+            models=settings.models,
+            simulate_ms=settings.simulate_ms,
+            threads=settings.threads,
+        )
+        app = create_app(settings, engine_factory=lambda: engine)
     except ConfigError as exc:
         _say(f"tinkex server: {exc}", sys.stderr)
         return 2

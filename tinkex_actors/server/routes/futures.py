@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from tinkex_actors._constants import API_PREFIX, CONTENT_JSON, CONTENT_PROTOBUF
+from tinkex_actors.errors import APIStatusError
 from tinkex_actors.server.state import ServerState
 
 __all__ = ["RETRIEVE_FUTURE_PATH", "FuturesEndpoint"]
@@ -68,11 +69,15 @@ class FuturesEndpoint:
             await _detail(send, 405, "Method Not Allowed")
             return
         chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        try:
+            while True:
+                message = await receive()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+        except APIStatusError as exc:  # the guard's body limit
+            await _detail(send, exc.status_code, str(exc))
+            return
         await self.retrieve(scope, b"".join(chunks), send)
 
     async def retrieve(self, scope: Scope, raw: bytes, send: Send) -> None:

@@ -31,6 +31,7 @@ from tinkex_actors.server.schemas import CreateModelBody, ModelIdBody
 from tinkex_actors.server.settings import ENGINE_WAIT_TIMEOUT
 from tinkex_actors.server.state import LiveModel, ServerState
 from tinkex_actors.server.store import RunRow
+from tinkex_actors.server.validation import lora_spec
 
 __all__ = ["claim_model_id", "release_session_models", "router", "unload_job"]
 
@@ -104,8 +105,6 @@ async def create_model(request: Request) -> Response:
     state.owned_session(owner, req.session_id)
     await state.host.wait(ENGINE_WAIT_TIMEOUT)
     base = state.base_info(req.base_model)
-    from tinkex_actors.server.validation import lora_spec
-
     lora = lora_spec(req.lora_config)
     optimizer = (req.optimizer_config or {}).get("type", "adamw")
     if optimizer != "adamw":

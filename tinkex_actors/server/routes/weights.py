@@ -44,7 +44,7 @@ from tinkex_actors.server.schemas import (
     WeightsInfoBody,
 )
 from tinkex_actors.server.settings import ENGINE_WAIT_TIMEOUT
-from tinkex_actors.server.state import LiveModel, LiveSampler, ServerState
+from tinkex_actors.server.state import LiveModel, LiveSampler, ServerState, digest
 from tinkex_actors.server.store import CheckpointRow, SamplerRow
 from tinkex_actors.server.validation import checkpoint_name, ttl_seconds
 
@@ -142,7 +142,7 @@ def _queue_save(
 
     async def produce() -> JSON:
         if seq_id is not None:
-            seen = state.scheduler.dedupe(model_id, seq_id, _fingerprint(raw))
+            seen = state.scheduler.dedupe(model_id, seq_id, digest(raw))
             if seen is not None:
                 return seen
         release = _reserve(state, path, overwrite)
@@ -161,12 +161,6 @@ def _queue_save(
         )
 
     return produce
-
-
-def _fingerprint(raw: bytes) -> bytes:
-    from tinkex_actors.server.state import digest
-
-    return digest(raw)
 
 
 @router.post("/save_weights")
@@ -287,13 +281,20 @@ async def load_weights(request: Request) -> Response:
         raise bad_request("load_weights needs model_id, or session_id and model_seq_id")
     state.owned_session(owner, req.session_id)
     await state.host.wait(ENGINE_WAIT_TIMEOUT)
-    source = state.store.get_run(path.run_id)
-    base = state.base_info(req.base_model or (source.base_model if source else ""))
-    if source is not None and req.base_model and req.base_model != source.base_model:
+    _, source = state.visible_checkpoint(owner, path)
+    if req.base_model and req.base_model != source.base_model:
         raise bad_request(
             f"base_model: {req.base_model!r} does not match the checkpoint's {source.base_model!r}"
         )
-    lora = LoraSpec(rank=source.lora_rank if source else 1)
+    base = state.base_info(source.base_model)
+    # Provisional until the job reads the checkpoint's own config.
+    lora = LoraSpec(
+        rank=source.lora_rank,
+        seed=source.seed,
+        train_mlp=source.train_mlp,
+        train_attn=source.train_attn,
+        train_unembed=source.train_unembed,
+    )
 
     async def produce_created() -> JSON:
         model = claim_model_id(
