@@ -35,8 +35,13 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from tinkex_actors._constants import (
+    CISPO_CLIP_HIGH,
+    CISPO_CLIP_LOW,
+    DRO_BETA,
     NULL_ENGINE_CONTEXT_LENGTH,
     NULL_ENGINE_VOCAB_SIZE,
+    PPO_CLIP_HIGH,
+    PPO_CLIP_LOW,
     SERVER_DEFAULT_MODEL,
 )
 from tinkex_actors.server.engine_api import (
@@ -248,20 +253,20 @@ class NullEngine:
                 elementwise = -ratio * advantages
                 dloss_dlogprob = -ratio * advantages
             elif loss_fn == "ppo":
-                low = float(config.get("clip_low_threshold", 0.8))
-                high = float(config.get("clip_high_threshold", 1.2))
+                low = float(config.get("clip_low_threshold", PPO_CLIP_LOW))
+                high = float(config.get("clip_high_threshold", PPO_CLIP_HIGH))
                 unclipped = ratio * advantages
                 clipped = np.clip(ratio, low, high) * advantages
                 elementwise = -np.minimum(unclipped, clipped)
                 dloss_dlogprob = np.where(unclipped <= clipped, -unclipped, 0.0)
             elif loss_fn == "cispo":
-                low = float(config.get("clip_low_threshold", 0.0))
-                high = float(config.get("clip_high_threshold", 4.0))
+                low = float(config.get("clip_low_threshold", CISPO_CLIP_LOW))
+                high = float(config.get("clip_high_threshold", CISPO_CLIP_HIGH))
                 coeff = np.clip(ratio, low, high) * advantages
                 elementwise = -coeff * logprobs
                 dloss_dlogprob = -coeff
             elif loss_fn == "dro":
-                beta = float(config.get("beta", 1.0))
+                beta = float(config.get("beta", DRO_BETA))
                 elementwise = -advantages * logprobs + 0.5 * beta * (logprobs - old) ** 2
                 dloss_dlogprob = -advantages + beta * (logprobs - old)
             else:
