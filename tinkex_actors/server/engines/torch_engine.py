@@ -12,6 +12,8 @@ It serves the default model ``tinkex/tiny-llama`` (built locally on first start,
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +33,16 @@ from tinkex_actors.server.engine_api import (
 if TYPE_CHECKING:
     from tinkex_actors.server.engines.torch._core import EngineCore
 
-__all__ = ["TorchEngine"]
+__all__ = ["TorchEngine", "default_threads"]
+
+#: Compute threads used for ``threads=0``: all cores up to this many (the tiny model gains
+#: nothing from more).
+_MAX_DEFAULT_THREADS = 4
+
+
+def default_threads() -> int:
+    """The thread count ``threads=0`` stands for on this machine."""
+    return max(1, min(_MAX_DEFAULT_THREADS, os.cpu_count() or 1))
 
 
 class TorchEngine:
@@ -42,8 +53,8 @@ class TorchEngine:
         models: extra models to serve, ``name -> local Hugging Face directory`` (a causal LM
             with its tokenizer); each reports its absolute path as ``tokenizer_id``. A model
             named ``tinkex/tiny-llama`` replaces the built default.
-        threads: torch compute threads (0: torch's default). Results are bit-for-bit
-            reproducible for a given thread count.
+        threads: torch compute threads (0: :func:`default_threads`, all cores up to 4).
+            Results are bit-for-bit reproducible for a given thread count.
         hub_cache: Hugging Face hub cache to publish the default model into (default: resolved
             from ``HF_HUB_CACHE`` / ``HF_HOME`` / ``XDG_CACHE_HOME`` at start).
         publish_to_hub: write the default model into the hub cache so that
@@ -77,7 +88,7 @@ class TorchEngine:
             raise ConfigError("threads", f"expected >= 0, got {threads}")
         self._data_dir = Path(data_dir)
         self._models = {k: Path(v) for k, v in models.items()}
-        self._threads = threads
+        self._threads = threads or default_threads()
         self._hub_cache = hub_cache
         self._publish = publish_to_hub
         self._core: EngineCore | None = None
@@ -89,7 +100,15 @@ class TorchEngine:
         return core
 
     def start(self) -> None:
-        """Import torch, build the default model on first use, load every base model."""
+        """Import torch, build the default model on first use, load every base model.
+
+        Before torch is first imported in the process, ``OMP_WAIT_POLICY`` defaults to
+        ``PASSIVE``: idle OpenMP workers then sleep instead of spinning, which keeps a
+        multi-threaded engine fast when clients or other processes share the cores (spinning
+        workers competing for two cores made training steps ten times slower).
+        """
+        if "torch" not in sys.modules:
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from tinkex_actors.server.engines.torch._core import EngineCore
 
         core = EngineCore(

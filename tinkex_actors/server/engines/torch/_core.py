@@ -387,7 +387,7 @@ class EngineCore:
                 raise EngineUserError(
                     f"weights are for base model {recorded.info.name!r}, not {base_model!r}"
                 )
-            weights = read_weights(weights_dir, base.dims)
+            weights = read_weights(weights_dir, base.dims).frozen()
         elif from_model_id is not None:
             adapter = self._adapter(from_model_id)
             if adapter.base is not base:
@@ -396,7 +396,7 @@ class EngineCore:
                     f"not {base_model!r}"
                 )
             with self._lock:
-                weights = adapter.trainer.weights.snapshot()
+                weights = adapter.trainer.weights.frozen()
         with self._lock:
             self._samplers[sampler_id] = _Sampler(base=base, weights=weights)
 

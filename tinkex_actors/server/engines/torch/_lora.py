@@ -67,6 +67,9 @@ class LoraWeights:
 
     rank: int
     pairs: dict[str, tuple[Any, Any]]
+    #: Frozen copies only: per module ``(A^T, scale * B^T)``, contiguous, for fewer ops per
+    #: call when sampling.
+    inference_pairs: dict[str, tuple[Any, Any]] | None = None
 
     @property
     def scale(self) -> float:
@@ -89,6 +92,15 @@ class LoraWeights:
         """A detached copy that later training does not change."""
         pairs = {n: (a.detach().clone(), b.detach().clone()) for n, (a, b) in self.pairs.items()}
         return LoraWeights(rank=self.rank, pairs=pairs)
+
+    def frozen(self) -> LoraWeights:
+        """A detached copy prepared for sampling (it must never be trained)."""
+        copy = self.snapshot()
+        copy.inference_pairs = {
+            name: (a.t().contiguous(), (b.t() * self.scale).contiguous())
+            for name, (a, b) in copy.pairs.items()
+        }
+        return copy
 
     @classmethod
     def fresh(
@@ -121,10 +133,15 @@ class LoraRouter:
             pair = active.pairs.get(name)
             if pair is None:
                 return None
-            a, b = pair
             x = inputs[0]
+            flat_x = x.reshape(-1, x.shape[-1])
             flat_out = output.reshape(-1, output.shape[-1])
-            low = x.reshape(-1, x.shape[-1]) @ a.t()
+            fast = active.inference_pairs
+            if fast is not None:
+                a_t, b_t = fast[name]
+                return torch.addmm(flat_out, flat_x.mm(a_t), b_t).view(output.shape)
+            a, b = pair
+            low = flat_x.mm(a.t())
             return torch.addmm(flat_out, low, b.t(), alpha=active.scale).view(output.shape)
 
         return hook

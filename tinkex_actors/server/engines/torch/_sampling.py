@@ -138,7 +138,7 @@ def generate(base: BaseModel, weights: LoraWeights | None, spec: SampleSpec) -> 
     prompt = _check(base, spec)
     n = spec.num_samples
     generator = torch.Generator()
-    generator.manual_seed(secrets.randbits(63) if spec.seed is None else spec.seed)
+    generator.manual_seed(secrets.randbits(63) if spec.seed is None else spec.seed % (1 << 64))
     stops = _Stops(base, spec)
     result = SampleResult(sequences=[])
     score = spec.prompt_logprobs or spec.topk_prompt_logprobs > 0
