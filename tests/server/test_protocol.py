@@ -288,3 +288,17 @@ def test_sample_results_follow_accept(api: Api, accept_proto: bool) -> None:
         assert len(sample_json["sequences"]) == 2
         assert sample_json["topk_prompt_logprobs"][0] is None
         assert len(sample_json["topk_prompt_logprobs"][1]) == 2
+
+
+def test_unload_model_after_queued_work(api: Api) -> None:
+    session = api.session()
+    model = api.create_model(session)
+    step = api.ok("/optim_step", {"model_id": model, "seq_id": 1})
+    unload = api.ok("/unload_model", {"model_id": model, "type": "unload_model"})
+    assert api.result(unload) == {"model_id": model, "type": "unload_model"}
+    assert "metrics" in api.result(step)  # queued before the unload: it ran
+    gone = api.post("/optim_step", {"model_id": model, "seq_id": 2})
+    assert gone.status_code == 404
+    assert "not loaded" in gone.json()["detail"]
+    info = api.ok("/get_info", {"model_id": model})  # the run is still on record
+    assert info["model_data"]["model_name"] == MODEL
