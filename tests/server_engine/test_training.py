@@ -68,6 +68,21 @@ def test_outputs_shapes_and_loss_sum(engine: TorchEngine, adapter: str) -> None:
     assert result.loss_fn_output_type == "ArrayRecord"
 
 
+def test_optional_inputs_default_per_datum(engine: TorchEngine, adapter: str) -> None:
+    plain = ce_datum(sequence(5, 6))
+    weighted = ce_datum(sequence(6, 4), weights=[2, 2, 2, 2])
+    mixed = engine.forward_backward(
+        adapter, [weighted, plain], "cross_entropy", {}, forward_only=True
+    )
+    alone = engine.forward_backward(adapter, [plain], "cross_entropy", {}, forward_only=True)
+    np.testing.assert_allclose(
+        mixed.outputs[1]["elementwise_loss"], alone.outputs[0]["elementwise_loss"], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        mixed.outputs[0]["elementwise_loss"], -2 * mixed.outputs[0]["logprobs"], rtol=1e-6
+    )
+
+
 def test_padding_does_not_change_a_datums_logprobs(engine: TorchEngine, adapter: str) -> None:
     short = ce_datum(sequence(3, 5))
     alone = logprobs(engine, adapter, [short])[0]

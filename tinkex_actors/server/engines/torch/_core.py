@@ -86,6 +86,10 @@ def _check_adam(adam: AdamSpec) -> None:
             raise EngineUserError(f"adam_params.{name}: invalid value {value!r}")
 
 
+def _input_default(key: str, config: Mapping[str, float]) -> float:
+    return config.get(key, 1.0 if key == "weights" else 0.0)
+
+
 def _micro_batches(data: list[PreparedDatum], vocab: int) -> list[list[PreparedDatum]]:
     """Consecutive groups whose padded logits fit the budget (a long datum may stand alone)."""
     budget = max(1, _LOGITS_BUDGET // max(1, vocab))
@@ -263,7 +267,12 @@ class EngineCore:
             targets = np.zeros((rows, width), dtype=np.int64)
             mask = np.zeros((rows, width), dtype=bool)
             names = sorted({key for d in group for key in d.inputs})
-            extra = {key: np.zeros((rows, width), dtype=np.float32) for key in names}
+            # A datum without an optional input gets its default (weights 1, the config's clip
+            # thresholds); padding positions are masked out below whatever they hold.
+            extra = {
+                key: np.full((rows, width), _input_default(key, config), dtype=np.float32)
+                for key in names
+            }
             for row, datum in enumerate(group):
                 length = int(datum.tokens.shape[0])
                 ids[row, :length] = datum.tokens

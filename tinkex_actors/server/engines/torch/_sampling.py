@@ -9,8 +9,8 @@ Semantics (documented in ``docs/server-engine.md``):
   whose probability reaches ``top_p``, and a token is drawn from what is left with a generator
   seeded by ``seed`` (a random seed when None): the same request and seed give the same tokens.
 * A sequence's ``logprobs`` are the model's own log-probabilities of the drawn tokens (the
-  distribution at temperature 1, before top-k / top-p), the numbers forward_backward computes
-  for the same tokens, so importance ratios start at 1.
+  distribution at temperature 1, before top-k / top-p): the numbers forward_backward computes
+  for the same tokens (to float rounding), so importance ratios start at 1.
 * Stops: a token in the stop set (EOS unless the stop list is explicitly empty, plus any stop
   token ids) ends a sequence with ``"stop"`` and is *included* in its tokens. A stop string
   ends it as soon as the decoded text of the generated tokens contains it; the tokens up to and
