@@ -22,6 +22,8 @@ from _servers import ServerHandle, session_server
 # The official `tinker` SDK runs one process-wide asyncio loop thread it never stops; allow it
 # by name. Nothing of ours belongs here.
 ALLOWED_THREAD_PREFIXES: tuple[str, ...] = ("asyncio_", "tinker", "ThreadPoolExecutor-0_")
+#: The official SDK's loop thread is named ``Thread-N (_background_thread_func)``.
+ALLOWED_THREAD_SUFFIXES: tuple[str, ...] = ("(_background_thread_func)",)
 
 #: How long a test's threads get to finish after the test before they count as leaked.
 THREAD_GRACE_SECONDS = 5.0
@@ -41,7 +43,10 @@ def _leaked(before: set[int]) -> list[threading.Thread]:
     return [
         t
         for t in threading.enumerate()
-        if t.ident not in before and t.is_alive() and not t.name.startswith(ALLOWED_THREAD_PREFIXES)
+        if t.ident not in before
+        and t.is_alive()
+        and not t.name.startswith(ALLOWED_THREAD_PREFIXES)
+        and not t.name.endswith(ALLOWED_THREAD_SUFFIXES)
     ]
 
 

@@ -6,20 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 from _servers import ServerHandle
-from tinker.lib.internal_client_holder import _internal_client_holder_thread_singleton
 
 from ._helpers import Api
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _official_sdk_loop() -> None:
-    """Start the official SDK's process-wide event-loop thread before any test runs.
-
-    The SDK starts it on first use and never stops it; its name
-    (``Thread-N (_background_thread_func)``) matches none of the allowed prefixes of the
-    thread-leak check, so the first test to use the SDK would be blamed for it.
-    """
-    _internal_client_holder_thread_singleton.get_loop()
 
 
 @pytest.fixture
