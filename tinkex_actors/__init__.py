@@ -11,10 +11,16 @@ from __future__ import annotations
 
 from tinkex_actors import errors, telemetry
 from tinkex_actors._version import __version__
+from tinkex_actors.checkpoint_download import CheckpointDownload
 from tinkex_actors.config import Config
+from tinkex_actors.rest import RestClient
+from tinkex_actors.tokenizer import Tokenizer
 
 __all__ = [
+    "CheckpointDownload",
     "Config",
+    "RestClient",
+    "Tokenizer",
     "__version__",
     "errors",
     "telemetry",

@@ -175,6 +175,29 @@ REQUEST_TYPES: Final = (
     "UnloadModel",
 )
 
+# ------------------------------------------------------------------------------- REST client
+#: Default page sizes of the REST listings (protocol §3.8).
+REST_SESSIONS_PAGE: Final = 20
+REST_TRAINING_RUNS_PAGE: Final = 20
+REST_CHECKPOINTS_PAGE: Final = 100
+#: Worker threads of a RestClient's own pool (its ``*_async`` calls).
+REST_POOL_WORKERS: Final = 4
+#: An archive URL answered 503 ("still being generated") is asked again after this wait
+#: (a shorter ``retry-after``/``retry-after-ms`` from the server wins), at most this many times.
+ARCHIVE_RETRY_DELAY: Final = 30.0
+ARCHIVE_MAX_ATTEMPTS: Final = 6
+#: Lifetime assumed for a 302 archive redirect without an ``Expires`` header.
+ARCHIVE_URL_ASSUMED_TTL: Final = 15 * 60
+#: Prefix of the temporary files and directories of a checkpoint download (next to the output).
+DOWNLOAD_TMP_PREFIX: Final = ".tinkex-download-"
+
+# ------------------------------------------------------------------------------- tokenizers
+#: Model names starting with this use the published Llama-3 tokenizer (Tinkex's mapping).
+LLAMA3_MODEL_PREFIX: Final = "meta-llama/Llama-3"
+LLAMA3_TOKENIZER_ID: Final = "thinkingmachineslabinc/meta-llama-3-tokenizer"
+#: Set (to 1/true/yes/on) to never ask the Hugging Face hub over the network.
+ENV_HF_HUB_OFFLINE: Final = "HF_HUB_OFFLINE"
+
 # ------------------------------------------------------------------------------- embedded server
 #: The model the embedded server serves by default (torch: built locally; null: simulated).
 SERVER_DEFAULT_MODEL: Final = "tinkex/tiny-llama"

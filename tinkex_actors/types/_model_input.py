@@ -236,14 +236,69 @@ def _to_chunks(chunks: Iterable[ModelInputChunk]) -> tuple[ModelInputChunk, ...]
 class ModelInput:
     """What the model reads: a sequence of chunks (token runs, images, audio).
 
-    Build one from token ids with :meth:`from_ints`; ``from_text`` (tokenizing a string with a
-    model's tokenizer) is provided by :mod:`tinkex_actors.tokenizer`.
+    Build one from token ids with :meth:`from_ints`, or from a string with :meth:`from_text`
+    (tokenized with a model's tokenizer, see :mod:`tinkex_actors.tokenizer`).
     """
 
     chunks: tuple[ModelInputChunk, ...] = attrs.field(converter=_to_chunks)
 
-    # ModelInput.from_text(text, model_name=...) belongs here once the tokenizer module exists:
-    # it encodes ``text`` with that model's tokenizer and returns ``ModelInput.from_ints(ids)``.
+    @classmethod
+    def from_text(
+        cls,
+        text: str,
+        model_name: str,
+        *,
+        tokenizer_id: str | None = None,
+        training_client: Any = None,
+    ) -> ModelInput:
+        """One text chunk holding ``text`` tokenized with ``model_name``'s tokenizer.
+
+        The tokenizer is chosen and loaded as :meth:`tinkex_actors.tokenizer.Tokenizer.get`
+        does (``tokenizer_id`` or ``training_client.get_info()`` win over the name). No chat
+        template is applied. Empty text gives an empty chunk.
+
+        Raises:
+            ValidationError: ``text`` or ``model_name`` is not a str.
+            TokenizerError: no tokenizer could be found or loaded.
+        """
+        # Imported here: the tokenizer module sits above the types package.
+        from tinkex_actors.tokenizer import model_input_ids
+
+        ids = model_input_ids(
+            text,
+            model_name,
+            tokenizer_id=tokenizer_id,
+            training_client=training_client,
+            strict=False,
+        )
+        return cls.from_ints(ids)
+
+    @classmethod
+    def from_text_strict(
+        cls,
+        text: str,
+        model_name: str,
+        *,
+        tokenizer_id: str | None = None,
+        training_client: Any = None,
+    ) -> ModelInput:
+        """Like :meth:`from_text`, and the result is non-empty and exact.
+
+        Raises:
+            ValidationError: ``text`` encodes to no tokens, or does not decode back to exactly
+                ``text`` (the tokenizer would change it: unknown characters, normalization).
+            TokenizerError: no tokenizer could be found or loaded.
+        """
+        from tinkex_actors.tokenizer import model_input_ids
+
+        ids = model_input_ids(
+            text,
+            model_name,
+            tokenizer_id=tokenizer_id,
+            training_client=training_client,
+            strict=True,
+        )
+        return cls.from_ints(ids)
 
     @classmethod
     def from_ints(cls, tokens: Sequence[int] | Any) -> ModelInput:
