@@ -38,6 +38,23 @@ DYNAMIC_CONFIG_TIMEOUT: Final = 10.0
 TELEMETRY_TIMEOUT: Final = 5.0
 #: Bound on waiting for an actor to stop during close().
 ACTOR_STOP_TIMEOUT: Final = 10.0
+#: Bound on close() run by the atexit hook for clients the program forgot to close.
+ATEXIT_CLOSE_TIMEOUT: Final = 2.0
+#: sessions/{id}/finish during close(): read timeout and transport retries (close is bounded).
+SESSION_FINISH_TIMEOUT: Final = 10.0
+SESSION_FINISH_RETRIES: Final = 1
+#: Shortest read timeout of a retrieve_future poll cut short by a caller's deadline.
+POLL_MIN_TIMEOUT: Final = 0.05
+
+# ------------------------------------------------------------------------------- supervision
+#: Restart intensity: a child crashing more than this many times within
+#: SUPERVISOR_RESTART_PERIOD seconds is marked failed instead of restarted.
+SUPERVISOR_MAX_RESTARTS: Final = 3
+SUPERVISOR_RESTART_PERIOD: Final = 5.0
+#: How long a call waits for a crashed actor's replacement before failing.
+ACTOR_RESTART_WAIT: Final = 5.0
+#: Idle worker threads of a tenant's pool retire after this many seconds.
+WORKER_IDLE_TIMEOUT: Final = 10.0
 
 # ------------------------------------------------------------------------------- retries
 DEFAULT_MAX_RETRIES: Final = 10
@@ -60,6 +77,11 @@ HEARTBEAT_INTERVAL: Final = 10.0
 HEARTBEAT_WARN_AFTER: Final = 120.0
 #: Queue-state warnings are logged at most this often per client.
 QUEUE_STATE_LOG_INTERVAL: Final = 60.0
+#: A 402 (billing) answer to retrieve_future is waited out this long between polls, for at
+#: most client/config's billing_exception_max_pause_duration_sec.
+POLL_BILLING_DELAY: Final = 5.0
+#: Consecutive 5xx answers to retrieve_future re-polled at once before backing off.
+POLL_IMMEDIATE_5XX: Final = 2
 
 # ------------------------------------------------------------------------------- training
 DEFAULT_LORA_RANK: Final = 32

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -74,21 +75,31 @@ class WorkerPool:
             ClientClosedError: the pool was shut down.
         """
         fut: ActorFuture[T] = ActorFuture()
+        self.submit_into(fut, fn, *args, **kwargs)
+        return fut
+
+    def submit_into(
+        self, future: ActorFuture[T], fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> None:
+        """Like :meth:`submit`, completing the caller's ``future`` (saves one future per task).
+
+        Raises:
+            ClientClosedError: the pool was shut down (``future`` is left untouched).
+        """
         with self._lock:
             if self._closed:
                 raise ClientClosedError("the worker pool is shut down")
-            self._queue.put((fut, fn, args, kwargs))
+            self._queue.put((future, fn, args, kwargs))
             if self._idle > 0:
                 self._idle -= 1  # that idle worker will take this task
             elif len(self._threads) < self._max_workers:
                 self._start_worker()
-        return fut
 
     def shutdown(self, *, wait: bool = False, timeout: float = 5.0) -> None:
         """Stop accepting work; fail queued tasks with ClientClosedError; stop the threads.
 
         Tasks already running finish (their futures complete normally). With ``wait``, block
-        up to ``timeout`` seconds for the threads to exit.
+        up to ``timeout`` seconds in all for the threads to exit.
         """
         with self._lock:
             if self._closed:
@@ -100,9 +111,11 @@ class WorkerPool:
                     self._queue.put(_STOP)
         self._fail_queued()
         if wait:
+            # One deadline for all threads: shutdown is bounded by ``timeout``, not n * timeout.
+            deadline = time.monotonic() + timeout
             for thread in threads:
                 if thread is not threading.current_thread():
-                    thread.join(timeout)
+                    thread.join(max(0.0, deadline - time.monotonic()))
 
     # ---------------------------------------------------------------- internals
     def _start_worker(self) -> None:

@@ -1,0 +1,217 @@
+"""``SamplingClient``: generate from a base model or saved weights, from any number of threads.
+
+``sample()`` runs in the caller's thread up to the hand-off: it reads the sampler's snapshot
+and the tenant's back-off from the shared registry (no lock, no mailbox hop), validates, and
+queues one task on the tenant's bounded worker pool, which sends the request, honours 429
+back-off and polls the result. See ``docs/clients.md``.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from typing import Any, TypeVar
+
+from tinkex_actors.actors._registry import samplers
+from tinkex_actors.actors._sampling import SamplerState, sample_task
+from tinkex_actors.actors._service import release_child
+from tinkex_actors.actors._validate import (
+    boolean,
+    check_prompt,
+    check_sampling_params,
+    check_seconds,
+    non_negative_int,
+    positive_int,
+)
+from tinkex_actors.errors import ClientClosedError, TinkexError
+from tinkex_actors.futures import ActorFuture
+from tinkex_actors.types import ModelInput, SampleRequest, SampleResponse, SamplingParams
+from tinkex_actors.wire import to_jsonable
+
+__all__ = ["SamplingClient"]
+
+T = TypeVar("T")
+
+_LOGPROB_PARAMS = SamplingParams(max_tokens=1)
+
+
+class _WaitBoundFuture(ActorFuture[T]):
+    """An ActorFuture whose blocking waits default to ``await_timeout`` seconds."""
+
+    __slots__ = ("_default_wait",)
+
+    def __init__(self, default_wait: float) -> None:
+        super().__init__()
+        self._default_wait = default_wait
+
+    def result(self, timeout: float | None = None) -> T:
+        """Like :meth:`ActorFuture.result`; without ``timeout`` waits ``await_timeout``."""
+        return super().result(self._default_wait if timeout is None else timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Like :meth:`ActorFuture.exception`; without ``timeout`` waits ``await_timeout``."""
+        return super().exception(self._default_wait if timeout is None else timeout)
+
+
+class SamplingClient:
+    """Samples from one sampler (a base model, or weights saved for sampling).
+
+    Create one with :meth:`ServiceClient.create_sampling_client` or
+    :meth:`TrainingClient.save_weights_and_get_sampling_client`; do not construct it directly.
+
+    Thread-safety: every method may be called from any number of threads at once; ``sample``
+    takes no lock and makes no actor round trip. Dropping the last reference releases the
+    client's actor; requests already sent still complete.
+    """
+
+    __slots__ = ("__weakref__", "_finalizer", "_key", "_state")
+
+    def __init__(self, state: SamplerState) -> None:
+        self._state = state
+        self._key = state.key
+        finalizer = weakref.finalize(self, release_child, state.runtime, state.handle)
+        finalizer.atexit = False
+        self._finalizer = finalizer
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def sampler_id(self) -> str:
+        """The sampling session id on the server."""
+        return self._state.handle.name
+
+    @property
+    def base_model(self) -> str | None:
+        """The base model this client samples from."""
+        snapshot = samplers.get(self._key)
+        return None if snapshot is None else snapshot.base_model
+
+    @property
+    def model_path(self) -> str | None:
+        """The ``tinker://`` weights this client samples, when made from a path."""
+        snapshot = samplers.get(self._key)
+        return None if snapshot is None else snapshot.model_path
+
+    def get_base_model(self) -> str | None:
+        """The base model name (as the official SDK spells it)."""
+        return self.base_model
+
+    @property
+    def closed(self) -> bool:
+        """Whether this client (or its ServiceClient) was closed."""
+        return self._state.is_closed()
+
+    # ------------------------------------------------------------------ sampling
+    def sample(
+        self,
+        prompt: ModelInput,
+        sampling_params: SamplingParams | dict[str, Any],
+        num_samples: int = 1,
+        prompt_logprobs: bool = False,
+        topk_prompt_logprobs: int = 0,
+        timeout: float | None = None,
+        await_timeout: float | None = None,
+    ) -> ActorFuture[SampleResponse]:
+        """Generate ``num_samples`` continuations of ``prompt``.
+
+        Args:
+            prompt: the tokens to continue (``ModelInput.from_ints(ids)``).
+            sampling_params: :class:`SamplingParams` (or a dict of its fields).
+            num_samples: independent sequences to generate (>= 1).
+            prompt_logprobs: also return one logprob per prompt token.
+            topk_prompt_logprobs: also return the top-k alternatives per prompt position.
+            timeout: overall deadline of the call, in seconds from now: back-off waits,
+                re-submissions and polling included. When it passes the future fails with
+                :class:`~tinkex_actors.errors.TinkexTimeoutError` and the client stops
+                waiting (the server may still run the request). None: no deadline.
+            await_timeout: how long a blocking ``result()`` / ``exception()`` on the
+                returned future waits when called without its own timeout. The request keeps
+                running when that wait ends; a later ``result()`` can still return it.
+
+        Returns:
+            A future of the :class:`SampleResponse`; each sequence carries its
+            ``sequence_id``.
+
+        Raises:
+            ValidationError: bad arguments (nothing was sent).
+            ClientClosedError: the client or its ServiceClient is closed.
+            ChildFailedError: the client failed (its actor crashed too often).
+        """
+        snapshot = samplers.get(self._key)
+        if snapshot is None:
+            raise ClientClosedError(f"the sampling client {self._state.handle.name} was closed")
+        state = snapshot.state
+        if state.closed or state.runtime.closed:
+            raise ClientClosedError(f"the sampling client {snapshot.sampler_id} was closed")
+        handle = state.handle
+        if handle.failure is not None or handle.closed:
+            raise handle.gone_error()
+        request = SampleRequest(
+            prompt=check_prompt(prompt),
+            sampling_params=check_sampling_params(sampling_params),
+            num_samples=positive_int(num_samples, "num_samples"),
+            sampling_session_id=snapshot.sampler_id,
+            prompt_logprobs=boolean(prompt_logprobs, "prompt_logprobs"),
+            topk_prompt_logprobs=non_negative_int(topk_prompt_logprobs, "topk_prompt_logprobs"),
+        )
+        seconds = check_seconds(timeout, "timeout")
+        wait = check_seconds(await_timeout, "await_timeout")
+        body = to_jsonable(request)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        future: ActorFuture[SampleResponse] = (
+            ActorFuture() if wait is None else _WaitBoundFuture(wait)
+        )
+        state.track(future)
+        try:
+            state.runtime.pool.submit_into(
+                future, sample_task, snapshot, body, next(state.seq), deadline, request.prompt
+            )
+        except TinkexError as exc:
+            future.set_exception(exc)
+            raise
+        return future
+
+    def compute_logprobs(
+        self, prompt: ModelInput, timeout: float | None = None
+    ) -> ActorFuture[list[float | None]]:
+        """Logprobs of every prompt token (None where not computed, e.g. the first).
+
+        A one-token sample with ``prompt_logprobs`` on; ``timeout`` as in :meth:`sample`.
+        """
+        return self.sample(prompt, _LOGPROB_PARAMS, 1, prompt_logprobs=True, timeout=timeout).map(
+            lambda response: list(response.prompt_logprobs or [])
+        )
+
+    # ------------------------------------------------------------------ tokenizer
+    def get_tokenizer(self) -> Any:
+        """The tokenizer of this client's base model (loaded once, then cached)."""
+        from tinkex_actors.tokenizer import Tokenizer  # optional dependency, loaded lazily
+
+        base = self.base_model
+        if base is None:
+            raise ClientClosedError(f"the sampling client {self.sampler_id} was closed")
+        return Tokenizer.get(base)
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Close this client: pending samples fail with ClientClosedError; its actor stops.
+
+        Samples already sent run to completion on the server; their results are dropped.
+        Idempotent.
+        """
+        if self._state.closed:
+            return
+        self._state.close()
+        release_child(self._state.runtime, self._state.handle)
+
+    def __enter__(self) -> SamplingClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return (
+            f"SamplingClient(sampler_id={self.sampler_id!r}, "
+            f"base_model={self.base_model!r}, {state})"
+        )

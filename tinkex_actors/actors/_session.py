@@ -1,0 +1,196 @@
+"""Session lifecycle on the wire: bootstrap, heartbeat, finish (protocol §2, §3.1, §3.2).
+
+* :func:`bootstrap` runs once per ServiceClient, in the constructing thread: the mandatory
+  ``client/config`` (its flags and chunk limits), the optional ``client/dynamic_config``
+  (404 means defaults), and ``create_session``.
+* :class:`Heartbeat` is one daemon thread per session, *not* an actor, so a busy mailbox can
+  never delay it: every ``heartbeat_interval`` seconds it POSTs ``session_heartbeat`` (no
+  retries, 10 s timeout), warns once a success is older than 120 s, stops on 410 (the session
+  is finished) and never raises.
+* :func:`finish_session` ends the session at ``close()`` (404 and 410 are fine).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Final
+
+import attrs
+import orjson
+
+from tinkex_actors import _constants as c
+from tinkex_actors._logging import get_logger
+from tinkex_actors.config import Config
+from tinkex_actors.errors import APIStatusError, GoneError, NotFoundError
+from tinkex_actors.transport import HTTPTransport
+from tinkex_actors.types import (
+    ClientConfigRequest,
+    ClientConfigResponse,
+    ClientDynamicConfigResponse,
+    CreateSessionRequest,
+    CreateSessionResponse,
+    SessionFinishRequest,
+)
+from tinkex_actors.wire import decode_json, encode_json
+
+__all__ = ["Heartbeat", "SessionInfo", "bootstrap", "finish_session"]
+
+_CONFIG_PATH: Final = f"{c.API_PREFIX}/client/config"
+_DYNAMIC_PATH: Final = f"{c.API_PREFIX}/client/dynamic_config"
+_SESSION_PATH: Final = f"{c.API_PREFIX}/create_session"
+_HEARTBEAT_PATH: Final = f"{c.API_PREFIX}/session_heartbeat"
+
+
+@attrs.frozen
+class SessionInfo:
+    """What bootstrap learned: the session id and the server's announcements."""
+
+    session_id: str
+    announced: ClientConfigResponse
+    dynamic: ClientDynamicConfigResponse
+
+
+def bootstrap(transport: HTTPTransport, config: Config) -> SessionInfo:
+    """``client/config``, ``client/dynamic_config``, ``create_session``.
+
+    Raises:
+        APIError: client/config or create_session failed (after the transport's retries), or
+            dynamic_config failed with anything but 404.
+    """
+    request = encode_json(ClientConfigRequest())
+    announced = decode_json(
+        ClientConfigResponse, transport.request("POST", _CONFIG_PATH, body=request).content
+    )
+    try:
+        reply = transport.request(
+            "POST", _DYNAMIC_PATH, body=request, timeout=c.DYNAMIC_CONFIG_TIMEOUT
+        )
+        dynamic = decode_json(ClientDynamicConfigResponse, reply.content)
+    except NotFoundError:
+        dynamic = ClientDynamicConfigResponse()
+    session_request = CreateSessionRequest(
+        tags=list(config.tags),
+        user_metadata=dict(config.user_metadata),
+        project_id=config.project_id,
+    )
+    created = decode_json(
+        CreateSessionResponse,
+        transport.request("POST", _SESSION_PATH, body=encode_json(session_request)).content,
+    )
+    log = get_logger("session")
+    for level, message in (
+        ("info", created.info_message),
+        ("warning", created.warning_message),
+        ("error", created.error_message),
+    ):
+        if message:
+            getattr(log, level)(
+                "tinkex.session.server_message", session_id=created.session_id, message=message
+            )
+    return SessionInfo(created.session_id, announced, dynamic)
+
+
+def finish_session(transport: HTTPTransport, session_id: str) -> None:
+    """``POST sessions/{id}/finish`` (bounded); failures are logged, never raised."""
+    try:
+        transport.request(
+            "POST",
+            f"{c.API_PREFIX}/sessions/{session_id}/finish",
+            body=encode_json(SessionFinishRequest()),
+            timeout=c.SESSION_FINISH_TIMEOUT,
+            max_retries=c.SESSION_FINISH_RETRIES,
+        )
+    except (NotFoundError, GoneError):
+        pass  # an old server, or the session already ended
+    except Exception as exc:  # close() must finish: a failed goodbye is only logged
+        get_logger("session").warning(
+            "tinkex.session.finish_failed",
+            session_id=session_id,
+            error=type(exc).__name__,
+            reason=str(exc)[:200],
+        )
+
+
+class Heartbeat:
+    """Keeps one session alive from its own daemon thread.
+
+    Args:
+        transport: the tenant's transport.
+        session_id: the session.
+        interval: seconds between heartbeats (the first one after ``interval``).
+    """
+
+    def __init__(self, transport: HTTPTransport, session_id: str, interval: float) -> None:
+        self._transport = transport
+        self._session_id = session_id
+        self._interval = interval
+        self._stop = threading.Event()
+        self._body = orjson.dumps({"session_id": session_id, "type": "session_heartbeat"})
+        self.last_success = time.monotonic()
+        self.beats = 0
+        self.failures = 0
+        self._warned_at = -float("inf")
+        self.thread = threading.Thread(
+            target=self._run, name=f"tinkex-heartbeat-{session_id[-16:]}", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start the thread."""
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to stop (it exits after an HTTP call in flight, at most 10 s)."""
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive."""
+        return self.thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                if not self.beat():
+                    return
+            except Exception as exc:  # the heartbeat never dies of an unexpected error
+                get_logger("session").error(
+                    "tinkex.session.heartbeat_error",
+                    session_id=self._session_id,
+                    error=type(exc).__name__,
+                    reason=str(exc)[:200],
+                )
+
+    def beat(self) -> bool:
+        """Send one heartbeat; returns False when the loop should stop (410)."""
+        try:
+            self._transport.request(
+                "POST",
+                _HEARTBEAT_PATH,
+                body=self._body,
+                timeout=c.HEARTBEAT_TIMEOUT,
+                max_retries=0,
+            )
+        except GoneError:
+            get_logger("session").warning(
+                "tinkex.session.heartbeat_gone", session_id=self._session_id
+            )
+            return False
+        except (APIStatusError, Exception) as exc:
+            if self._stop.is_set():
+                return False
+            self.failures += 1
+            now = time.monotonic()
+            silent = now - self.last_success
+            if silent >= c.HEARTBEAT_WARN_AFTER and now - self._warned_at >= c.HEARTBEAT_WARN_AFTER:
+                self._warned_at = now
+                get_logger("session").warning(
+                    "tinkex.session.heartbeat_failing",
+                    session_id=self._session_id,
+                    seconds_without_success=round(silent, 1),
+                    error=type(exc).__name__,
+                )
+            return True
+        self.beats += 1
+        self.last_success = time.monotonic()
+        return True

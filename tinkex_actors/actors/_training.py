@@ -1,0 +1,366 @@
+"""TrainingActor: one per TrainingClient; its mailbox serializes *submission* in seq_id order.
+
+A call reaches the actor as one mailbox message. The actor assigns the model's next
+``seq_id`` (1, 2, 3, ... without gaps), POSTs the request (forward_backward: one POST per
+chunk, bodies already validated, chunked and encoded in the caller's thread), and hands the
+untyped futures to the tenant's worker pool, which polls them, combines chunk outputs in
+order and completes the caller's :class:`ActorFuture`. The actor is then free for the next
+message: an ``optim_step`` submitted right after a ``forward_backward`` is sent without
+waiting for the forward_backward's result, so a training loop pipelines.
+
+State that must survive a restart (model id, next seq_id, cached get_info, pending futures)
+lives in :class:`TrainingState`, outside the actor instance: a restarted actor continues the
+same server model and the same seq_id sequence.
+
+Sequencing rule: a seq_id is consumed once the server accepted its POST (2xx), or answered
+409 (the id is taken on the server). After any other failure the next request reuses it, so
+a failed or crashed submission never leaves a gap that would stall the server's queue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar
+
+import orjson
+
+from tinkex_actors import _constants as c
+from tinkex_actors._metrics_reduction import combine_forward_backward_outputs
+from tinkex_actors.actors._base import ActorHandle, Call, ChildActor, Crash
+from tinkex_actors.actors._poller import UntypedFuture, poll_future, untyped_future
+from tinkex_actors.actors._queue_state import QueueStateTracker
+from tinkex_actors.actors._runtime import Runtime
+from tinkex_actors.errors import (
+    ActorCrashedError,
+    ClientClosedError,
+    ConflictError,
+    TinkexError,
+)
+from tinkex_actors.futures import ActorFuture
+from tinkex_actors.types import (
+    CreateModelRequest,
+    CreateModelResponse,
+    ForwardBackwardOutput,
+    GetInfoResponse,
+    LoadWeightsRequest,
+    LoadWeightsResponse,
+    LoraConfig,
+)
+from tinkex_actors.wire import decode_json, encode_json
+from tinkex_actors.wire._protowriter import tag, varint
+
+__all__ = ["TrainingActor", "TrainingState", "fetch_info"]
+
+T = TypeVar("T")
+
+_FWDBWD_PATH: Final = f"{c.API_PREFIX}/forward_backward"
+_CREATE_MODEL_PATH: Final = f"{c.API_PREFIX}/create_model"
+_LOAD_WEIGHTS_PATH: Final = f"{c.API_PREFIX}/load_weights"
+_GET_INFO_PATH: Final = f"{c.API_PREFIX}/get_info"
+_UNLOAD_PATH: Final = f"{c.API_PREFIX}/unload_model"
+# ForwardBackwardRequest.seq_id is field 2 (varint). Protobuf readers take the last
+# occurrence of a scalar field wherever it appears, so the actor appends the seq_id to a body
+# encoded without one in the caller's thread.
+_SEQ_TAG: Final = tag(2, 0)
+_ZSTD_HEADERS: Final = {"Content-Encoding": "zstd"}
+
+
+class TrainingState:
+    """What a TrainingClient keeps across actor restarts.
+
+    Attributes:
+        runtime: the ServiceClient tree's context.
+        handle: the handle facades send calls through.
+        model_seq_id: the session counter value this model was created with.
+        model_id: the server's model id (known once created).
+        info: the cached get_info answer.
+        next_seq: the next request's seq_id (touched only by the actor's thread).
+        pending: futures of calls not yet complete (failed with ClientClosedError on close).
+    """
+
+    def __init__(self, runtime: Runtime, handle: ActorHandle, model_seq_id: int) -> None:
+        self.runtime = runtime
+        self.handle = handle
+        self.model_seq_id = model_seq_id
+        self.model_id = ""
+        self.info: GetInfoResponse | None = None
+        self.next_seq = 1
+        self.pending: set[ActorFuture[Any]] = set()
+        self.closed = False
+        self.tracker = QueueStateTracker(
+            "training",
+            f"{runtime.session_id}:model_seq_id={model_seq_id}",
+            runtime.config.tenant_id,
+        )
+        self._compressor: Any = None
+
+    def is_closed(self) -> bool:
+        """Whether this client (or its ServiceClient) closed."""
+        return self.closed or self.runtime.closed
+
+    def track(self, future: ActorFuture[Any]) -> None:
+        """Remember ``future`` until it completes (close() fails what is left)."""
+        pending = self.pending
+        pending.add(future)
+        future.add_done_callback(pending.discard)
+
+    def fail_pending(self, error: TinkexError) -> None:
+        """Fail every pending future with ``error``."""
+        for future in self.pending.copy():
+            future.set_exception(error)
+
+    def close(self) -> None:
+        """Mark closed and fail what is pending with ClientClosedError."""
+        self.closed = True
+        self.fail_pending(ClientClosedError(f"the training client {self.model_id} was closed"))
+
+    def compress(self, body: bytes) -> bytes:
+        """zstd-compress a request body (actor thread only: compressors are not shared)."""
+        if self._compressor is None:
+            import zstandard
+
+            self._compressor = zstandard.ZstdCompressor()
+        data: bytes = self._compressor.compress(body)
+        return data
+
+    def set_model(self, model_id: str, info: GetInfoResponse) -> None:
+        """Record the created model."""
+        self.model_id = model_id
+        self.info = info
+        self.handle.name = model_id
+        self.tracker.rename(model_id)
+
+
+def fetch_info(runtime: Runtime, model_id: str) -> GetInfoResponse:
+    """``POST /api/v1/get_info`` for ``model_id``."""
+    response = runtime.transport.request(
+        "POST", _GET_INFO_PATH, body=orjson.dumps({"model_id": model_id, "type": "get_info"})
+    )
+    return decode_json(GetInfoResponse, response.content)
+
+
+def guarded(state: TrainingState, fn: Callable[..., T], *args: Any) -> T:
+    """Run a worker task for ``state``; escalate an unexpected exception to its actor.
+
+    The caller's future gets :class:`ActorCrashedError`; the actor is told to crash, so the
+    supervisor restarts it (or gives up on the client after too many crashes).
+    """
+    try:
+        return fn(*args)
+    except TinkexError:
+        raise
+    except Exception as exc:
+        state.handle.send_crash(Crash(exc))
+        error = ActorCrashedError(
+            f"training client {state.model_id or state.model_seq_id}: unexpected "
+            f"{type(exc).__name__} while waiting for a result: {exc}"
+        )
+        raise error from exc
+
+
+def _poll(
+    state: TrainingState,
+    request: UntypedFuture,
+    expected: type[T],
+    request_type: str,
+    proto: bool,
+    roundtrip: float | None,
+) -> T:
+    return poll_future(
+        state.runtime,
+        request.request_id,
+        expected,
+        request_type=request_type,
+        proto=proto,
+        tracker=state.tracker,
+        roundtrip=roundtrip,
+        is_closed=state.is_closed,
+    )
+
+
+def _poll_chunks(
+    state: TrainingState, requests: list[UntypedFuture], request_type: str, roundtrip: float
+) -> ForwardBackwardOutput:
+    # Chunks run on the server in seq_id order, so polling them in order costs no extra wait.
+    outputs = [
+        _poll(state, request, ForwardBackwardOutput, request_type, True, roundtrip)
+        for request in requests
+    ]
+    if len(outputs) == 1:
+        return outputs[0]
+    return combine_forward_backward_outputs(outputs)
+
+
+def _finish_create(
+    state: TrainingState, request: UntypedFuture, expected: type[Any], request_type: str, rt: float
+) -> TrainingState:
+    answer = _poll(state, request, expected, request_type, False, rt)
+    model_id = getattr(answer, "model_id", None) or request.model_id or state.model_id
+    if not model_id:
+        from tinkex_actors.errors import ResponseDecodeError
+
+        raise ResponseDecodeError(
+            "the model creation finished without a model id", expected="CreateModelResponse"
+        )
+    state.set_model(model_id, fetch_info(state.runtime, model_id))
+    return state
+
+
+class TrainingActor(ChildActor):
+    """Serializes one model's submissions. Messages are :class:`Call` objects."""
+
+    def __init__(
+        self,
+        state: TrainingState,
+        handle: ActorHandle,
+        supervisor: Any | None = None,
+        backlog: list[Call] | None = None,
+    ) -> None:
+        super().__init__(handle, supervisor, backlog)
+        self.state = state
+
+    # ------------------------------------------------------------------ helpers
+    def _post_sequenced(
+        self,
+        path: str,
+        body: Callable[[int], bytes],
+        *,
+        content_type: str = c.CONTENT_JSON,
+        headers: Mapping[str, str] | None = None,
+        max_retries: int | None = None,
+    ) -> UntypedFuture:
+        state = self.state
+        seq = state.next_seq
+        try:
+            response = state.runtime.transport.request(
+                "POST",
+                path,
+                body=body(seq),
+                content_type=content_type,
+                headers=headers,
+                max_retries=max_retries,
+            )
+        except ConflictError:
+            state.next_seq = seq + 1  # the id is taken on the server: never reuse it
+            raise
+        state.next_seq = seq + 1
+        return untyped_future(response)
+
+    def _hand_off(self, future: ActorFuture[Any], fn: Callable[..., Any], *args: Any) -> None:
+        self.state.runtime.pool.submit_into(future, guarded, self.state, fn, *args)
+
+    # ------------------------------------------------------------------ creation
+    def create_model(
+        self,
+        base_model: str,
+        lora_config: LoraConfig,
+        user_metadata: dict[str, str] | None,
+        future: ActorFuture[TrainingState],
+    ) -> None:
+        """``create_model``, then (on a worker) poll it and fetch ``get_info``."""
+        state = self.state
+        request = CreateModelRequest(
+            session_id=state.runtime.session_id,
+            model_seq_id=state.model_seq_id,
+            base_model=base_model,
+            user_metadata=user_metadata,
+            lora_config=lora_config,
+        )
+        started = time.monotonic()
+        response = state.runtime.transport.request(
+            "POST", _CREATE_MODEL_PATH, body=encode_json(request)
+        )
+        submitted = untyped_future(response)
+        rt = time.monotonic() - started
+        self._hand_off(
+            future, _finish_create, state, submitted, CreateModelResponse, "CreateModel", rt
+        )
+
+    def create_from_state(
+        self,
+        path: str,
+        optimizer: bool,
+        user_metadata: dict[str, str] | None,
+        future: ActorFuture[TrainingState],
+    ) -> None:
+        """Create-via-load: ``load_weights`` with the session's ``model_seq_id``."""
+        state = self.state
+        request = LoadWeightsRequest(
+            path=path,
+            optimizer=optimizer,
+            session_id=state.runtime.session_id,
+            model_seq_id=state.model_seq_id,
+            user_metadata=user_metadata,
+        )
+        state.model_id = request.derived_model_id or ""
+        started = time.monotonic()
+        response = state.runtime.transport.request(
+            "POST", _LOAD_WEIGHTS_PATH, body=encode_json(request)
+        )
+        submitted = untyped_future(response)
+        rt = time.monotonic() - started
+        self._hand_off(
+            future, _finish_create, state, submitted, LoadWeightsResponse, "LoadWeights", rt
+        )
+
+    # ------------------------------------------------------------------ training calls
+    def submit_forward(
+        self, bodies: list[bytes], request_type: str, future: ActorFuture[ForwardBackwardOutput]
+    ) -> None:
+        """POST each encoded chunk with the next seq_ids; a worker polls and combines."""
+        state = self.state
+        compress = state.runtime.compress
+        headers = _ZSTD_HEADERS if compress else None
+        started = time.monotonic()
+        submitted: list[UntypedFuture] = []
+        for chunk in bodies:
+
+            def body(seq: int, chunk: bytes = chunk) -> bytes:
+                data = chunk + _SEQ_TAG + varint(seq)
+                return state.compress(data) if compress else data
+
+            submitted.append(
+                self._post_sequenced(
+                    _FWDBWD_PATH, body, content_type=c.CONTENT_PROTOBUF, headers=headers
+                )
+            )
+        rt = time.monotonic() - started
+        self._hand_off(future, _poll_chunks, state, submitted, request_type, rt)
+
+    def submit_json(
+        self,
+        path: str,
+        payload: dict[str, Any],
+        expected: type[Any],
+        request_type: str,
+        max_retries: int | None,
+        future: ActorFuture[Any],
+    ) -> None:
+        """POST a sequenced JSON request (``payload`` gets the seq_id); a worker polls it."""
+        started = time.monotonic()
+        submitted = self._post_sequenced(
+            path,
+            lambda seq: orjson.dumps({**payload, "seq_id": seq}),
+            max_retries=max_retries,
+        )
+        rt = time.monotonic() - started
+        self._hand_off(future, _poll, self.state, submitted, expected, request_type, False, rt)
+
+    def submit_unsequenced(
+        self,
+        path: str,
+        payload: dict[str, Any],
+        expected: type[Any],
+        request_type: str,
+        future: ActorFuture[Any],
+    ) -> None:
+        """POST a request outside the seq_id sequence (unload_model); a worker polls it."""
+        started = time.monotonic()
+        response = self.state.runtime.transport.request("POST", path, body=orjson.dumps(payload))
+        submitted = untyped_future(response)
+        rt = time.monotonic() - started
+        self._hand_off(future, _poll, self.state, submitted, expected, request_type, False, rt)
+
+
+UNLOAD_PATH: Final = _UNLOAD_PATH
