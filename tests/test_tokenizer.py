@@ -195,6 +195,15 @@ def test_missing_tokenizer_offline(hub: Path) -> None:
     assert Tokenizer.encode("world", repo) == [1]
 
 
+def test_local_only_never_asks_the_hub(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    repo = _repo()
+    with pytest.raises(TokenizerError, match="local_only, so the hub was not asked"):
+        Tokenizer.get(repo, local_only=True)
+    _publish(hub, repo, _word_level(), "5" * 40)
+    assert Tokenizer.load(repo, local_only=True).encode("hello") == [0]
+
+
 def test_unusable_tokenizers(hub: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty-dir"
     empty.mkdir()

@@ -106,7 +106,11 @@ class Tokenizer:
 
     @staticmethod
     def get(
-        model_name: str, *, tokenizer_id: str | None = None, training_client: Any = None
+        model_name: str,
+        *,
+        tokenizer_id: str | None = None,
+        training_client: Any = None,
+        local_only: bool = False,
     ) -> TokenizerHandle:
         """The cached handle for ``model_name``'s tokenizer (loaded on first use).
 
@@ -115,12 +119,15 @@ class Tokenizer:
             tokenizer_id: use this tokenizer (a hub id or a local path) instead of resolving.
             training_client: an object with ``get_info()`` (a TrainingClient): its
                 ``model_data.tokenizer_id`` wins over the model name.
+            local_only: never ask the hub over the network (as if ``HF_HUB_OFFLINE`` were
+                set), for callers that can do without a tokenizer.
 
         Raises:
             ValidationError: ``model_name`` or ``tokenizer_id`` is not a non-empty str.
             TokenizerError: the tokenizer is nowhere to be found or does not load.
         """
-        return load(resolve_tokenizer_id(model_name, tokenizer_id, training_client))
+        resolved = resolve_tokenizer_id(model_name, tokenizer_id, training_client)
+        return load(resolved, local_only=local_only)
 
     @staticmethod
     def encode(
@@ -163,9 +170,9 @@ class Tokenizer:
         return resolve_tokenizer_id(model_name, tokenizer_id, training_client)
 
     @staticmethod
-    def load(tokenizer_id: str) -> TokenizerHandle:
+    def load(tokenizer_id: str, *, local_only: bool = False) -> TokenizerHandle:
         """The cached handle of a tokenizer id (hub id or local path), loaded on first use."""
-        return load(tokenizer_id)
+        return load(tokenizer_id, local_only=local_only)
 
     @staticmethod
     def cached_ids() -> list[str]:
@@ -221,7 +228,7 @@ def resolve_tokenizer_id(
 
 
 # ---------------------------------------------------------------------------- loading
-def load(tokenizer_id: str) -> TokenizerHandle:
+def load(tokenizer_id: str, *, local_only: bool = False) -> TokenizerHandle:
     """The cached handle of ``tokenizer_id``; loaded once even under concurrent first use."""
     key = _text(tokenizer_id, "tokenizer_id")
     with _cache_lock:
@@ -233,7 +240,7 @@ def load(tokenizer_id: str) -> TokenizerHandle:
         with _cache_lock:
             handle = _cache.get(key)
         if handle is None:
-            handle = _load_uncached(key)
+            handle = _load_uncached(key, local_only)
             with _cache_lock:
                 _cache[key] = handle
                 _loading.pop(key, None)
@@ -292,7 +299,7 @@ def _read(tokenizer_id: str, path: Path) -> TokenizerHandle:
     return TokenizerHandle(tokenizer_id, loaded, str(path))
 
 
-def _load_uncached(tokenizer_id: str) -> TokenizerHandle:
+def _load_uncached(tokenizer_id: str, local_only: bool) -> TokenizerHandle:
     tried: list[str] = []
     local = Path(tokenizer_id).expanduser()
     if local.is_dir():
@@ -311,8 +318,9 @@ def _load_uncached(tokenizer_id: str) -> TokenizerHandle:
         if found is not None:
             return _read(tokenizer_id, found)
     tried.append(f"not in the Hugging Face cache ({', '.join(str(r) for r in roots)})")
-    if _offline():
-        tried.append(f"{c.ENV_HF_HUB_OFFLINE} is set, so the hub was not asked")
+    if local_only or _offline():
+        why = "local_only" if local_only else f"{c.ENV_HF_HUB_OFFLINE} is set"
+        tried.append(f"{why}, so the hub was not asked")
         raise TokenizerError(f"tokenizer {tokenizer_id!r} not found: {'; '.join(tried)}")
     try:
         loaded = tokenizers.Tokenizer.from_pretrained(tokenizer_id)

@@ -82,7 +82,7 @@ def _sample(args: argparse.Namespace) -> int:
     else:
         # Token ids in: decode the samples when the tokenizer is at hand, else print ids.
         with contextlib.suppress(TokenizerError):
-            tokenizer = Tokenizer.get(base_model, tokenizer_id=args.tokenizer)
+            tokenizer = Tokenizer.get(base_model, tokenizer_id=args.tokenizer, local_only=True)
     assert ids is not None
     prompt = ModelInput.from_ints(ids)
     with _service_client_class()(config) as service:
