@@ -12,32 +12,19 @@ Thread-safety: one RestClient may be shared by any number of threads.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from tinkex_actors import _constants as c
 from tinkex_actors import _rest_requests as req
-from tinkex_actors._logging import get_logger
+from tinkex_actors._rest_exchange import exchange
 from tinkex_actors._rest_requests import AccessScope, Call
 from tinkex_actors.actors._pool import WorkerPool
 from tinkex_actors.config import Config
-from tinkex_actors.errors import (
-    APIConnectionError,
-    APIStatusError,
-    ClientClosedError,
-    ValidationError,
-)
+from tinkex_actors.errors import ClientClosedError, ValidationError
 from tinkex_actors.futures import ActorFuture
-from tinkex_actors.transport import (
-    HTTPTransport,
-    Response,
-    RetryPolicy,
-    acquire_transport,
-    release_transport,
-)
-from tinkex_actors.transport._headers import new_idempotency_key
+from tinkex_actors.transport import HTTPTransport, acquire_transport, release_transport
 from tinkex_actors.types import (
     Checkpoint,
     CheckpointArchiveUrlResponse,
@@ -53,7 +40,6 @@ from tinkex_actors.types import (
 __all__ = ["AccessScope", "RestClient"]
 
 T = TypeVar("T")
-_ARCHIVE_PENDING = 503
 
 
 class RestClient:
@@ -93,7 +79,6 @@ class RestClient:
         self._owns_pool = pool is None
         self._pool = WorkerPool(c.REST_POOL_WORKERS, name="tinkex-rest") if pool is None else pool
         self._sleep = sleep
-        self._policy = RetryPolicy()
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -490,62 +475,12 @@ class RestClient:
         if self._closed:
             raise ClientClosedError("this RestClient was closed")
         if call.archive:
-            reply = self._send_own_retries(call)
+            reply = exchange(self._transport, call, self._config.max_retries, self._sleep)
             result: Any = req.archive_answer(reply, self._transport.url(call.path), time.time())
             return result  # type: ignore[no-any-return]
         if call.final_statuses:
-            return call.decode(self._send_own_retries(call))
+            return call.decode(
+                exchange(self._transport, call, self._config.max_retries, self._sleep)
+            )
         reply = self._transport.request(call.method, call.path, query=call.query, body=call.body)
         return call.decode(reply)
-
-    def _send_own_retries(self, call: Call[Any]) -> Response:
-        """Send ``call`` retrying like the transport, except for its final statuses.
-
-        The archive call reads redirects instead of following them, and waits out 503
-        ("still being generated") up to ARCHIVE_MAX_ATTEMPTS times.
-        """
-        key = None if call.method in ("GET", "HEAD") else new_idempotency_key()
-        pending = 0
-        failures = 0
-        log = get_logger("rest")
-        while True:
-            try:
-                return self._transport.request(
-                    call.method,
-                    call.path,
-                    query=call.query,
-                    body=call.body,
-                    max_retries=0,
-                    idempotency_key=key,
-                    follow_redirects=not call.archive,
-                )
-            except APIStatusError as exc:
-                if call.archive and exc.status_code == _ARCHIVE_PENDING:
-                    pending += 1
-                    if pending >= c.ARCHIVE_MAX_ATTEMPTS:
-                        raise
-                    requested = self._policy.retry_after(exc.headers, time.time())
-                    delay = min(requested or c.ARCHIVE_RETRY_DELAY, c.ARCHIVE_RETRY_DELAY)
-                    log.warning(
-                        "tinkex.rest.archive_pending",
-                        path=call.path,
-                        attempt=pending,
-                        delay_s=delay,
-                        hint="the checkpoint archive is being created; this may take a while",
-                    )
-                    self._sleep(delay)
-                    continue
-                if (
-                    exc.status_code in call.final_statuses
-                    or failures >= self._config.max_retries
-                    or not self._policy.should_retry(exc.status_code, exc.headers)
-                ):
-                    raise
-                delay = self._policy.delay(failures, exc.headers, random.random(), time.time())
-            except APIConnectionError:
-                if failures >= self._config.max_retries:
-                    raise
-                delay = self._policy.backoff(failures, random.random())
-            failures += 1
-            log.warning("tinkex.rest.retry", path=call.path, attempt=failures, delay_s=delay)
-            self._sleep(delay)
