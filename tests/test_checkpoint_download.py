@@ -397,3 +397,40 @@ def test_torch_checkpoint_round_trip(torch_server: ServerHandle, tmp_path: Path)
     assert config_json["r"] == 4
     for file in target.iterdir():
         assert _server_copy(torch_server, file.name, file.read_bytes())
+
+
+@pytest.mark.torch
+def test_training_client_checkpoint_download_and_restore(
+    torch_server: ServerHandle, tmp_path: Path
+) -> None:
+    # The whole client path: train, save, download through create_rest_client(), and load the
+    # same checkpoint into a new training client that computes exactly the same loss.
+    from safetensors.torch import load_file as load_torch
+
+    from tinkex_actors import ServiceClient
+    from tinkex_actors.types import AdamParams, Datum, LoraConfig, ModelInput
+
+    config = Config(api_key=torch_server.api_key, base_url=torch_server.base_url)
+    with ServiceClient(config) as service:
+        training = service.create_lora_training_client(
+            "tinkex/tiny-llama", lora_config=LoraConfig(rank=4)
+        )
+        ids = training.get_tokenizer().encode("The quick brown fox jumps over the lazy dog.")
+        datum = Datum(
+            model_input=ModelInput.from_ints(ids[:-1]),
+            loss_fn_inputs={"target_tokens": ids[1:], "weights": [1.0] * (len(ids) - 1)},
+        )
+        training.forward_backward([datum], "cross_entropy").result(120)
+        training.optim_step(AdamParams(learning_rate=1e-2)).result(120)
+        path = training.save_state("dl-restore").result(120).path
+        rest = service.create_rest_client()
+        with rest:
+            assert isinstance(rest, RestClient)
+            target = download(rest, path, output_dir=tmp_path)
+        restored = service.create_training_client_from_state(path)
+        before = training.forward([datum], "cross_entropy").result(120).metrics
+        after = restored.forward([datum], "cross_entropy").result(120).metrics
+    assert before == after
+    tensors = load_torch(str(target / "adapter_model.safetensors"))
+    assert all(t.shape[0] == 4 for k, t in tensors.items() if k.endswith("lora_A.weight"))
+    assert (target / "optimizer.safetensors").is_file()  # save_state keeps the AdamW moments

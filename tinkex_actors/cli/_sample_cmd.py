@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +57,6 @@ def _base_model(args: argparse.Namespace, rest: RestClient) -> str:
     return rest.get_weights_info_by_tinker_path(args.model_path).base_model
 
 
-def _service_client_class() -> Any:
-    # The actor runtime is imported only when sampling (the other commands do not need it).
-    return importlib.import_module("tinkex_actors").ServiceClient
-
-
 def _sample(args: argparse.Namespace) -> int:
     text, ids = _prompt(args)
     params = SamplingParams(
@@ -85,7 +79,10 @@ def _sample(args: argparse.Namespace) -> int:
             tokenizer = Tokenizer.get(base_model, tokenizer_id=args.tokenizer, local_only=True)
     assert ids is not None
     prompt = ModelInput.from_ints(ids)
-    with _service_client_class()(config) as service:
+    # The actor runtime is imported only when sampling (the other commands do not need it).
+    from tinkex_actors._service_client import ServiceClient
+
+    with ServiceClient(config) as service:
         if args.model_path:
             sampler = service.create_sampling_client(model_path=args.model_path)
         else:
