@@ -219,6 +219,8 @@ LLAMA3_MODEL_PREFIX: Final = "meta-llama/Llama-3"
 LLAMA3_TOKENIZER_ID: Final = "thinkingmachineslabinc/meta-llama-3-tokenizer"
 #: Set (to 1/true/yes/on) to never ask the Hugging Face hub over the network.
 ENV_HF_HUB_OFFLINE: Final = "HF_HUB_OFFLINE"
+#: Longest wait for another thread that is loading the same tokenizer (a hub download).
+TOKENIZER_LOAD_WAIT: Final = 300.0
 
 # ------------------------------------------------------------------------------- embedded server
 #: The model the embedded server serves by default (torch: built locally; null: simulated).

@@ -37,7 +37,7 @@ import tokenizers
 
 from tinkex_actors import _constants as c
 from tinkex_actors._logging import get_logger
-from tinkex_actors.errors import TokenizerError, ValidationError
+from tinkex_actors.errors import TinkexTimeoutError, TokenizerError, ValidationError
 
 __all__ = ["Tokenizer", "TokenizerHandle", "resolve_tokenizer_id"]
 
@@ -236,7 +236,14 @@ def load(tokenizer_id: str, *, local_only: bool = False) -> TokenizerHandle:
         if handle is not None:
             return handle
         gate = _loading.setdefault(key, threading.Lock())
-    with gate:
+    # Another thread may be loading this id (a hub download can take a while): wait for it,
+    # boundedly, rather than load it twice.
+    if not gate.acquire(timeout=c.TOKENIZER_LOAD_WAIT):
+        raise TinkexTimeoutError(
+            f"tokenizer {key!r}: another thread has been loading it for over "
+            f"{c.TOKENIZER_LOAD_WAIT:g} s"
+        )
+    try:
         with _cache_lock:
             handle = _cache.get(key)
         if handle is None:
@@ -244,6 +251,8 @@ def load(tokenizer_id: str, *, local_only: bool = False) -> TokenizerHandle:
             with _cache_lock:
                 _cache[key] = handle
                 _loading.pop(key, None)
+    finally:
+        gate.release()
     return handle
 
 
