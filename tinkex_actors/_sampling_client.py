@@ -25,6 +25,7 @@ from tinkex_actors.actors._validate import (
 )
 from tinkex_actors.errors import ClientClosedError, TinkexError
 from tinkex_actors.futures import ActorFuture
+from tinkex_actors.tokenizer import Tokenizer, TokenizerHandle
 from tinkex_actors.types import ModelInput, SampleRequest, SampleResponse, SamplingParams
 from tinkex_actors.wire import to_jsonable
 
@@ -182,10 +183,8 @@ class SamplingClient:
         )
 
     # ------------------------------------------------------------------ tokenizer
-    def get_tokenizer(self) -> Any:
+    def get_tokenizer(self) -> TokenizerHandle:
         """The tokenizer of this client's base model (loaded once, then cached)."""
-        from tinkex_actors.tokenizer import Tokenizer  # optional dependency, loaded lazily
-
         base = self.base_model
         if base is None:
             raise ClientClosedError(f"the sampling client {self.sampler_id} was closed")

@@ -36,6 +36,7 @@ from tinkex_actors.actors._validate import (
 from tinkex_actors.config import Config
 from tinkex_actors.errors import ValidationError
 from tinkex_actors.futures import ActorFuture
+from tinkex_actors.rest import RestClient
 from tinkex_actors.transport import Backend
 from tinkex_actors.types import GetServerCapabilitiesResponse, LoraConfig
 from tinkex_actors.wire import decode_json
@@ -328,15 +329,13 @@ class ServiceClient:
         seconds = check_seconds(timeout, "timeout")
         return self.get_server_capabilities_async().result(seconds)
 
-    def create_rest_client(self) -> Any:
+    def create_rest_client(self) -> RestClient:
         """A :class:`~tinkex_actors.RestClient` for this tenant (runs, checkpoints, sessions).
 
         It shares this client's connection pool (equal configs share one) but has its own
         lifetime: close it separately.
         """
         self._runtime.check_open()
-        from tinkex_actors.rest import RestClient  # imported lazily: optional module
-
         if self._runtime.tenant.private:
             return RestClient(self.config, transport=self._runtime.transport)
         return RestClient(self.config)

@@ -31,6 +31,7 @@ from tinkex_actors.actors._validate import (
 )
 from tinkex_actors.errors import TinkexError, ValidationError
 from tinkex_actors.futures import ActorFuture
+from tinkex_actors.tokenizer import Tokenizer, TokenizerHandle
 from tinkex_actors.types import (
     AdamParams,
     Datum,
@@ -371,10 +372,8 @@ class TrainingClient:
             "UnloadModel",
         )
 
-    def get_tokenizer(self) -> Any:
+    def get_tokenizer(self) -> TokenizerHandle:
         """The tokenizer of the base model (get_info's ``model_name`` and ``tokenizer_id``)."""
-        from tinkex_actors.tokenizer import Tokenizer  # optional dependency, loaded lazily
-
         info = self.get_info()
         name = info.model_data.model_name or info.model_name
         if name is None:

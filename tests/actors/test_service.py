@@ -95,6 +95,18 @@ def test_client_config_is_mandatory_and_dynamic_config_optional() -> None:
     assert orjson.loads(ok.sent[-1].body or b"") == {"reason": {"type": "success"}, "detail": None}
 
 
+def test_rest_client_sees_the_session_and_its_runs(service: ServiceClient) -> None:
+    training = service.create_lora_training_client(BASE_MODEL, timeout=30)
+    rest = service.create_rest_client()
+    try:
+        session = rest.get_session(service.session_id)
+        assert training.model_id in session.training_run_ids
+        run = rest.get_training_run(training.model_id)
+        assert run.base_model == BASE_MODEL
+    finally:
+        rest.close()
+
+
 def test_options_and_config_are_exclusive(config: Config) -> None:
     with pytest.raises(ValidationError):
         ServiceClient(config, timeout=5)

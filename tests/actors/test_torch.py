@@ -21,6 +21,9 @@ def test_train_then_sample_the_memorized_sequence(torch_server: ServerHandle) ->
         training = service.create_lora_training_client(
             BASE_MODEL, {"rank": 8, "seed": 0}, timeout=120
         )
+        tokenizer = training.get_tokenizer()
+        ids = tokenizer.encode("the quick brown fox")
+        assert ids and tokenizer.decode(ids).strip() == "the quick brown fox"
         prompt = types.ModelInput.from_ints(SEQUENCE[:4])
         base = service.create_sampling_client(base_model=BASE_MODEL, timeout=60)
         target = types.ModelInput.from_ints(SEQUENCE)
@@ -32,6 +35,7 @@ def test_train_then_sample_the_memorized_sequence(torch_server: ServerHandle) ->
             losses.append(step.result(timeout=120).metrics["loss:sum"])
         assert losses[-1] < 0.5 * losses[0], losses
         tuned = training.save_weights_and_get_sampling_client(timeout=120)
+        assert tuned.get_tokenizer().encode("hello") == tokenizer.encode("hello")
         after = tuned.compute_logprobs(target).result(timeout=60)
         assert sum(after[1:]) > sum(before[1:])  # type: ignore[arg-type]
         greedy = types.SamplingParams(max_tokens=4, temperature=0.0)

@@ -28,7 +28,7 @@ import orjson
 
 from tinkex_actors import _constants as c
 from tinkex_actors.actors._base import ActorHandle, Call, ChildActor, Crash
-from tinkex_actors.actors._poller import poll_future, untyped_future
+from tinkex_actors.actors._poller import fast_key, poll_future, untyped_future
 from tinkex_actors.actors._queue_state import QueueStateTracker
 from tinkex_actors.actors._registry import SamplerSnapshot, samplers
 from tinkex_actors.actors._runtime import Runtime
@@ -44,7 +44,6 @@ from tinkex_actors.errors import (
 )
 from tinkex_actors.futures import ActorFuture
 from tinkex_actors.transport import RetryPolicy
-from tinkex_actors.transport._headers import new_idempotency_key
 from tinkex_actors.types import (
     CreateSamplingSessionRequest,
     CreateSamplingSessionResponse,
@@ -188,7 +187,7 @@ def _sample(
     limiter = runtime.limiter
     transport = runtime.transport
     config = runtime.config
-    key = new_idempotency_key()
+    key = fast_key()
     failures = 0
     while True:
         if state.is_closed():
@@ -241,7 +240,7 @@ def _sample(
                 except GoneError:
                     # The promise expired: this is a new sample now.
                     seq = next(state.seq)
-                    key = new_idempotency_key()
+                    key = fast_key()
                     continue
                 ids = submitted.sample_sequence_ids
                 return result if ids is None else result.with_sequence_ids(ids)
