@@ -25,6 +25,7 @@ from tinkex_actors.actors._service import ServiceActor, send_to_service
 from tinkex_actors.actors._session import Heartbeat, bootstrap, finish_session
 from tinkex_actors.actors._tenant import Tenant, tenants
 from tinkex_actors.actors._training import TrainingState
+from tinkex_actors.actors._upload import SessionReporter
 from tinkex_actors.actors._validate import (
     check_lora,
     check_metadata,
@@ -50,10 +51,17 @@ class _Tree:
     """The closeable core of a ServiceClient (kept alive until closed, even if the facade is
     dropped: its training and sampling clients may still be in use)."""
 
-    def __init__(self, runtime: Runtime, tenant: Tenant, heartbeat: Heartbeat) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        tenant: Tenant,
+        heartbeat: Heartbeat,
+        reporter: SessionReporter | None,
+    ) -> None:
         self.runtime = runtime
         self.tenant = tenant
         self.heartbeat = heartbeat
+        self.reporter = reporter
         self.lock = threading.Lock()
         self.closed = False
 
@@ -82,7 +90,9 @@ class _Tree:
             threads.extend(state.handle.threads())
             if ref is not None:
                 ref.stop(block=False)
-        finish_session(runtime.transport, runtime.session_id)
+        if self.reporter is not None:
+            self.reporter.end(max(0.0, deadline - time.monotonic()))
+        finish_session(runtime.transport, runtime.session_id, deadline - time.monotonic())
         current = threading.current_thread()
         for thread in threads:
             if thread is not current and thread.ident is not None:
@@ -169,8 +179,11 @@ class ServiceClient:
         ServiceActor.start(runtime, handle, restarts, period)
         heartbeat = Heartbeat(tenant.transport, info.session_id, config.heartbeat_interval)
         heartbeat.start()
+        reporter = SessionReporter(runtime) if config.telemetry_enabled else None
+        if reporter is not None:
+            reporter.start()
         self._runtime = runtime
-        self._tree = _Tree(runtime, tenant, heartbeat)
+        self._tree = _Tree(runtime, tenant, heartbeat, reporter)
         _open_trees.add(self._tree)
 
     @classmethod

@@ -107,6 +107,24 @@ def test_rest_client_sees_the_session_and_its_runs(service: ServiceClient) -> No
         rest.close()
 
 
+def test_session_telemetry_is_uploaded_only_when_enabled(config: Config) -> None:
+    recorder = Recorder(config.with_(telemetry_enabled=True))
+    with ServiceClient(config.with_(telemetry_enabled=True), backend=recorder) as service:
+        session_id = service.session_id
+    batches = [orjson.loads(e.body or b"") for e in recorder.sent("/api/v1/telemetry")]
+    assert [b["events"][0]["event"] for b in batches] == ["SESSION_START", "SESSION_END"]
+    assert all(b["session_id"] == session_id for b in batches)
+    assert batches[1]["events"][0]["duration"].startswith("PT")
+    assert config.api_key.encode() not in b"".join(e.body or b"" for e in recorder.sent(""))
+    # The end event goes before the session's finish.
+    paths = [e.path for e in recorder.sent("")]
+    assert paths.index("/api/v1/telemetry", paths.index("/api/v1/telemetry") + 1) < len(paths) - 1
+    quiet = Recorder(config.with_(telemetry_enabled=False))
+    with ServiceClient(config.with_(telemetry_enabled=False), backend=quiet):
+        pass
+    assert quiet.sent("/api/v1/telemetry") == []
+
+
 def test_options_and_config_are_exclusive(config: Config) -> None:
     with pytest.raises(ValidationError):
         ServiceClient(config, timeout=5)

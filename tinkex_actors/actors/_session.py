@@ -22,7 +22,7 @@ import orjson
 from tinkex_actors import _constants as c
 from tinkex_actors._logging import get_logger
 from tinkex_actors.config import Config
-from tinkex_actors.errors import APIStatusError, GoneError, NotFoundError
+from tinkex_actors.errors import GoneError, NotFoundError
 from tinkex_actors.transport import HTTPTransport
 from tinkex_actors.types import (
     ClientConfigRequest,
@@ -91,15 +91,21 @@ def bootstrap(transport: HTTPTransport, config: Config) -> SessionInfo:
     return SessionInfo(created.session_id, announced, dynamic)
 
 
-def finish_session(transport: HTTPTransport, session_id: str) -> None:
-    """``POST sessions/{id}/finish`` (bounded); failures are logged, never raised."""
+def finish_session(transport: HTTPTransport, session_id: str, budget: float) -> None:
+    """``POST sessions/{id}/finish`` within about ``budget`` seconds; failures are logged.
+
+    The read timeout is ``SESSION_FINISH_TIMEOUT`` or what is left of the budget; a retry is
+    allowed only when the budget holds two full attempts.
+    """
+    timeout = max(min(c.SESSION_FINISH_TIMEOUT, budget), c.POLL_MIN_TIMEOUT)
+    retries = c.SESSION_FINISH_RETRIES if budget >= 2 * c.SESSION_FINISH_TIMEOUT else 0
     try:
         transport.request(
             "POST",
             f"{c.API_PREFIX}/sessions/{session_id}/finish",
             body=encode_json(SessionFinishRequest()),
-            timeout=c.SESSION_FINISH_TIMEOUT,
-            max_retries=c.SESSION_FINISH_RETRIES,
+            timeout=timeout,
+            max_retries=retries,
         )
     except (NotFoundError, GoneError):
         pass  # an old server, or the session already ended
@@ -176,7 +182,7 @@ class Heartbeat:
                 "tinkex.session.heartbeat_gone", session_id=self._session_id
             )
             return False
-        except (APIStatusError, Exception) as exc:
+        except Exception as exc:  # every failure: counted, warned about after a while
             if self._stop.is_set():
                 return False
             self.failures += 1
