@@ -251,9 +251,11 @@ def main() -> None:
             rows.append(
                 (
                     f"fan-out {done} samples / {args.threads} threads",
-                    (f"{done / elapsed:7.0f} samples/s, "
-                    f"{(time.process_time() - cpu) / done * 1000:6.3f} ms CPU/sample, "
-                    f"peak {peak[0]} threads (pool bound {config.http_pool_size})"),
+                    (
+                        f"{done / elapsed:7.0f} samples/s, "
+                        f"{(time.process_time() - cpu) / done * 1000:6.3f} ms CPU/sample, "
+                        f"peak {peak[0]} threads (pool bound {config.http_pool_size})"
+                    ),
                 )
             )
 
@@ -280,8 +282,10 @@ def main() -> None:
         rows.append(
             (
                 "footprint after close",
-                (f"threads {threads_before} -> {threading.active_count()}, "
-                f"RSS {rss_before:6.1f} -> {_rss_mb():6.1f} MB"),
+                (
+                    f"threads {threads_before} -> {threading.active_count()}, "
+                    f"RSS {rss_before:6.1f} -> {_rss_mb():6.1f} MB"
+                ),
             )
         )
     finally:

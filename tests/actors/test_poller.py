@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -218,3 +219,17 @@ def test_queue_state_changes_are_events_and_throttled_warnings(setup: Setup) -> 
     assert seen[1]["reason"] == "busy"
     assert seen[0]["client"] == "training"
     assert tracker.state == "active"
+
+
+def test_paused_states_are_logged_at_most_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tracker = QueueStateTracker("sampling", "s-1", CONFIG.tenant_id)
+    with caplog.at_level(logging.WARNING, logger="tinkex_actors.queue"):
+        for _ in range(3):
+            tracker.update("paused_capacity")
+            tracker.update("active")
+            tracker.update("paused_rate_limit", "limit hit")
+    warnings = [r for r in caplog.records if "tinkex.queue.paused" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "paused_capacity" in warnings[0].getMessage()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ import pytest
 from _servers import ServerHandle
 
 from tinkex_actors import ActorFuture, Config, ServiceClient, types
+from tinkex_actors.actors._session import Heartbeat
 from tinkex_actors.actors._tenant import tenants
 from tinkex_actors.errors import (
     ClientClosedError,
@@ -253,3 +255,34 @@ def test_a_forgotten_close_does_not_hang_exit(slow_server: ServerHandle, tmp_pat
     session_id = done.stdout.strip()
     # The atexit hook finished the session.
     assert _heartbeat_status(slow_server, session_id) == 410
+
+
+def test_heartbeat_counts_failures_warns_late_and_stops_on_410(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = Config(api_key="tml-unit-heartbeat-key", base_url="http://127.0.0.1:9")
+    backend = FakeBackend(
+        [
+            FakeBackend.reply(200, b"{}"),
+            FakeBackend.reply(500, b"{}"),
+            FakeBackend.reply(503, b"{}"),
+            FakeBackend.reply(410, b'{"detail": "finished"}'),
+        ]
+    )
+    from tinkex_actors.transport import HTTPTransport
+
+    with HTTPTransport(config, backend=backend) as transport:
+        heartbeat = Heartbeat(transport, "s-1", interval=60.0)
+        assert heartbeat.beat()
+        assert heartbeat.beats == 1
+        with caplog.at_level(logging.WARNING, logger="tinkex_actors.session"):
+            assert heartbeat.beat()  # a failure, but recent success: no warning
+            assert not [r for r in caplog.records if "heartbeat_failing" in r.getMessage()]
+            heartbeat.last_success -= 200.0
+            assert heartbeat.beat()
+            assert [r for r in caplog.records if "heartbeat_failing" in r.getMessage()]
+        assert heartbeat.failures == 2
+        assert not heartbeat.beat()  # 410: the loop stops
+    sent = [orjson.loads(s.body or b"") for s in backend.sent]
+    assert sent[0] == {"session_id": "s-1", "type": "session_heartbeat"}
+    assert all(s.headers["x-stainless-retry-count"] == "0" for s in backend.sent)

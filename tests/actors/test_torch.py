@@ -23,7 +23,8 @@ def test_train_then_sample_the_memorized_sequence(torch_server: ServerHandle) ->
         )
         tokenizer = training.get_tokenizer()
         ids = tokenizer.encode("the quick brown fox")
-        assert ids and tokenizer.decode(ids).strip() == "the quick brown fox"
+        assert ids
+        assert tokenizer.decode(ids).strip() == "the quick brown fox"
         prompt = types.ModelInput.from_ints(SEQUENCE[:4])
         base = service.create_sampling_client(base_model=BASE_MODEL, timeout=60)
         target = types.ModelInput.from_ints(SEQUENCE)

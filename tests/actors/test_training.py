@@ -86,6 +86,31 @@ def test_chunks_follow_the_server_limits_and_keep_order(null_server: ServerHandl
         assert together.metrics["loss:sum"] == pytest.approx(math.fsum(singles))
 
 
+def test_config_chunk_limits_apply_when_the_server_announces_none(
+    slow_server: ServerHandle,
+) -> None:
+    # The slow server announces no chunk limits: Config.max_chunk_datums/tokens apply.
+    config = Config(
+        api_key=slow_server.api_key,
+        base_url=slow_server.base_url,
+        max_chunk_datums=3,
+        max_chunk_tokens=19,
+    )
+    recorder = Recorder(config)
+    with ServiceClient(config, backend=recorder) as service:
+        training = service.create_lora_training_client(BASE_MODEL, timeout=30)
+        # 5 datums of 4 tokens, 1 of 12: [4,4,4] | [4,4] (4+4+12 > 19) | [12]
+        batch = [datum(list(range(1, 6))) for _ in range(5)] + [datum(list(range(1, 14)))]
+        out = training.forward(batch, "cross_entropy").result(timeout=30)
+        requests = [forward_request(e) for e in recorder.sent("/forward_backward")]
+        assert [len(r.forward_backward_input.data) for r in requests] == [3, 2, 1]
+        assert [r.seq_id for r in requests] == [1, 2, 3]
+        assert all(
+            e.headers.get("Content-Encoding") is None for e in recorder.sent("/forward_backward")
+        )
+        assert [len(o["logprobs"].to_list()) for o in out.loss_fn_outputs] == [4] * 5 + [12]
+
+
 def test_checkpoints_round_trip(service: ServiceClient, training: TrainingClient) -> None:
     batch = [datum(list(range(1, 12)))]
     training.forward_backward(batch, "cross_entropy")
