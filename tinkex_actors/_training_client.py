@@ -29,7 +29,12 @@ from tinkex_actors.actors._validate import (
     check_ttl,
     optional_non_negative_int,
 )
-from tinkex_actors.errors import TinkexError, ValidationError
+from tinkex_actors.errors import (
+    ClientClosedError,
+    ResponseDecodeError,
+    TinkexError,
+    ValidationError,
+)
 from tinkex_actors.futures import ActorFuture
 from tinkex_actors.tokenizer import Tokenizer, TokenizerHandle
 from tinkex_actors.types import (
@@ -103,8 +108,6 @@ class TrainingClient:
     def _check(self) -> None:
         state = self._state
         if state.closed or state.runtime.closed:
-            from tinkex_actors.errors import ClientClosedError
-
             raise ClientClosedError(f"the training client {state.model_id} was closed")
         self._handle.check()
 
@@ -307,8 +310,6 @@ class TrainingClient:
 
         def adopt(answer: SaveWeightsForSamplerResponseInternal) -> ActorFuture[SamplingClient]:
             if answer.sampling_session_id is None:
-                from tinkex_actors.errors import ResponseDecodeError
-
                 raise ResponseDecodeError(
                     "save_weights_for_sampler answered without a sampling_session_id",
                     expected="SaveWeightsForSamplerResponseInternal.sampling_session_id",

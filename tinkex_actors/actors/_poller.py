@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Final, TypeVar
 
 import orjson
@@ -137,7 +138,7 @@ def poll_future(
     tracker: QueueStateTracker | None = None,
     deadline: float | None = None,
     roundtrip: float | None = None,
-    is_closed: object = None,
+    is_closed: Callable[[], bool] | None = None,
 ) -> T:
     """Poll ``request_id`` until its result (of type ``expected``) arrives.
 
@@ -161,7 +162,7 @@ def poll_future(
         ClientClosedError: the client closed.
         APIStatusError / ResponseDecodeError: a fatal answer.
     """
-    closed = is_closed if callable(is_closed) else runtime.is_closed
+    closed = runtime.is_closed if is_closed is None else is_closed
     transport = runtime.transport
     poll_timeout = runtime.config.poll_timeout
     accept = c.CONTENT_PROTOBUF if proto else c.CONTENT_JSON

@@ -35,6 +35,7 @@ from tinkex_actors.errors import (
     ActorCrashedError,
     ClientClosedError,
     ConflictError,
+    ResponseDecodeError,
     TinkexError,
 )
 from tinkex_actors.futures import ActorFuture
@@ -50,7 +51,7 @@ from tinkex_actors.types import (
 from tinkex_actors.wire import decode_json, encode_json
 from tinkex_actors.wire._protowriter import tag, varint
 
-__all__ = ["TrainingActor", "TrainingState", "fetch_info"]
+__all__ = ["UNLOAD_PATH", "TrainingActor", "TrainingState", "fetch_info", "guarded"]
 
 T = TypeVar("T")
 
@@ -58,7 +59,8 @@ _FWDBWD_PATH: Final = f"{c.API_PREFIX}/forward_backward"
 _CREATE_MODEL_PATH: Final = f"{c.API_PREFIX}/create_model"
 _LOAD_WEIGHTS_PATH: Final = f"{c.API_PREFIX}/load_weights"
 _GET_INFO_PATH: Final = f"{c.API_PREFIX}/get_info"
-_UNLOAD_PATH: Final = f"{c.API_PREFIX}/unload_model"
+#: Where unload_model is sent (outside the seq_id sequence).
+UNLOAD_PATH: Final = f"{c.API_PREFIX}/unload_model"
 # ForwardBackwardRequest.seq_id is field 2 (varint). Protobuf readers take the last
 # occurrence of a scalar field wherever it appears, so the actor appends the seq_id to a body
 # encoded without one in the caller's thread.
@@ -198,8 +200,6 @@ def _finish_create(
     answer = _poll(state, request, expected, request_type, False, rt)
     model_id = getattr(answer, "model_id", None) or request.model_id or state.model_id
     if not model_id:
-        from tinkex_actors.errors import ResponseDecodeError
-
         raise ResponseDecodeError(
             "the model creation finished without a model id", expected="CreateModelResponse"
         )
@@ -362,5 +362,3 @@ class TrainingActor(ChildActor):
         rt = time.monotonic() - started
         self._hand_off(future, _poll, self.state, submitted, expected, request_type, False, rt)
 
-
-UNLOAD_PATH: Final = _UNLOAD_PATH
