@@ -197,7 +197,11 @@ def test_nan_becomes_null_and_null_reads_back_as_nan() -> None:
         (t.OptimStepResponse, b'{"metrics": {"a": "1"}}', "$.metrics"),
         (t.OptimStepResponse, b'{"metrics": {"a": true}}', "$.metrics"),
         (t.OptimStepResponse, b'{"metrics": [["a", 1.0]]}', "expected an object"),
-        (t.GetSessionResponse, b'{"training_run_ids": "r", "sampler_ids": []}', "expected an array"),
+        (
+            t.GetSessionResponse,
+            b'{"training_run_ids": "r", "sampler_ids": []}',
+            "expected an array",
+        ),
         (t.ClientConfigResponse, b'{"fwdbwd_max_chunk_len": 0}', "fwdbwd_max_chunk_len"),
         (t.ClientConfigResponse, b'{"parallel_fwdbwd_chunks": 1}', "$.parallel_fwdbwd_chunks"),
         (

@@ -361,4 +361,3 @@ class TrainingActor(ChildActor):
         submitted = untyped_future(response)
         rt = time.monotonic() - started
         self._hand_off(future, _poll, self.state, submitted, expected, request_type, False, rt)
-
