@@ -36,6 +36,10 @@ Events emitted by tinkex_actors (metadata keys in brackets; never the API key):
 * :data:`HTTP_REQUEST_RETRY` ``{delay, monotonic_time}`` (``delay`` in ns)
   [the start keys + attempt, status (None for network errors), reason]
 * :data:`QUEUE_STATE_CHANGE` (emitted by the actor runtime)
+* :data:`ACTOR_RESTARTED` ``{monotonic_time}`` a crashed client actor was restarted
+  [client (training/sampling), id, restarts (in the window), kind, reason, tenant_id]
+* :data:`ACTOR_FAILED` ``{monotonic_time}`` a client actor crashed too often and was given up
+  [the same keys]
 * :data:`HANDLER_FAILURE` ``{monotonic_time}`` [handler_id, event, kind, reason]
 """
 
@@ -56,6 +60,8 @@ from tinkex_actors._logging import LOGGER_NAME, get_logger
 from tinkex_actors.errors import ValidationError
 
 __all__ = [
+    "ACTOR_FAILED",
+    "ACTOR_RESTARTED",
     "ALL_EVENTS",
     "Event",
     "HANDLER_FAILURE",
@@ -87,6 +93,8 @@ HTTP_REQUEST_EXCEPTION: Final[Event] = ("tinkex", "http", "request", "exception"
 HTTP_REQUEST_RETRY: Final[Event] = ("tinkex", "http", "request", "retry")
 QUEUE_STATE_CHANGE: Final[Event] = ("tinkex", "queue", "state_change")
 HANDLER_FAILURE: Final[Event] = ("tinkex", "telemetry", "handler", "failure")
+ACTOR_RESTARTED: Final[Event] = ("tinkex", "actor", "restart")
+ACTOR_FAILED: Final[Event] = ("tinkex", "actor", "failed")
 #: Every event tinkex_actors emits (what :func:`attach_logger` listens to by default).
 ALL_EVENTS: Final[tuple[Event, ...]] = (
     HTTP_REQUEST_START,
@@ -94,6 +102,8 @@ ALL_EVENTS: Final[tuple[Event, ...]] = (
     HTTP_REQUEST_EXCEPTION,
     HTTP_REQUEST_RETRY,
     QUEUE_STATE_CHANGE,
+    ACTOR_RESTARTED,
+    ACTOR_FAILED,
     HANDLER_FAILURE,
 )
 

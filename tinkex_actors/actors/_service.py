@@ -45,12 +45,9 @@ __all__ = [
     "send_to_service",
 ]
 
-#: Telemetry: a crashed client actor was restarted. Measurements ``{monotonic_time}``;
-#: metadata ``client`` (training/sampling), ``id``, ``restarts`` (in the window), ``kind``
-#: and ``reason`` of the crash, ``tenant_id``.
-CHILD_RESTARTED: Final[telemetry.Event] = ("tinkex", "actor", "restart")
-#: Telemetry: a client actor crashed too often and was given up (same metadata).
-CHILD_FAILED: Final[telemetry.Event] = ("tinkex", "actor", "failed")
+#: Telemetry events of supervision (defined with the others in :mod:`tinkex_actors.telemetry`).
+CHILD_RESTARTED: Final = telemetry.ACTOR_RESTARTED
+CHILD_FAILED: Final = telemetry.ACTOR_FAILED
 
 ChildState = TrainingState | SamplerState
 
