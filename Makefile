@@ -36,9 +36,11 @@ demo: $(VENV)/.demo-installed
 
 test: $(VENV)/.test-installed lint pytest
 
+LINT_PATHS := $(wildcard tinkex_actors tests examples bench)
+
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check tinkex_actors tests examples bench
-	$(BIN)/ruff format --check tinkex_actors tests examples bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 pytest: $(VENV)/.test-installed
