@@ -7,7 +7,9 @@ and kills after a timeout; ``restart()`` stops and starts again on the same data
 and, when it is still free, the same port (so clients built before keep working).
 ``session_server(engine)`` is the context manager behind the session fixtures: its own temp
 directory (removed afterwards) holding the data dir, the log and, unless given, an HF cache.
-No server threads run in the test process.
+No server threads run in the test process. The process handling (spawn, port file, healthz,
+SIGTERM/SIGKILL) is :class:`tinkex_actors.server.embedded.EmbeddedServer`'s; this module adds
+the test conventions (two tenants, an HF cache per handle, restarts on the same port).
 """
 
 from __future__ import annotations
@@ -16,26 +18,22 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tinkex_actors.errors import EmbeddedServerError
+from tinkex_actors.server.embedded import EmbeddedServer
 
 __all__ = ["ServerError", "ServerHandle", "new_api_key", "session_server", "start_server"]
 
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
-_POLL = 0.05
 
-
-class ServerError(RuntimeError):
-    """The server did not start or stop as expected (its log tail is in the message)."""
+#: The server did not start or stop as expected (its log tail is in the message).
+ServerError = EmbeddedServerError
 
 
 def new_api_key() -> str:
@@ -66,6 +64,7 @@ class ServerHandle:
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     returncodes: list[int] = field(default_factory=list)
+    _server: EmbeddedServer | None = field(default=None, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -107,70 +106,37 @@ class ServerHandle:
             self._spawn(0, ready_timeout)  # the old port was taken meanwhile
 
     def _spawn(self, port: int, ready_timeout: float) -> None:
-        port_file = self.log_path.with_suffix(".port")
-        port_file.unlink(missing_ok=True)
-        command = [
-            sys.executable,
-            "-m",
-            "tinkex_actors.server",
-            "--engine",
+        server = EmbeddedServer(
             self.engine,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--port-file",
-            str(port_file),
-            "--data-dir",
-            str(self.data_dir),
-            "--api-key",
-            self.api_key,
-            "--api-key",
-            self.other_api_key,
-            "--log-level",
-            "INFO",
-            *self.extra_args,
-        ]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=self.env(), close_fds=True
-            )
-        deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                self.process = None
-                raise ServerError(f"server exited with {code} at start:\n{self.log_tail()}")
-            if port_file.exists() and port_file.read_text().strip():
-                self.port = int(port_file.read_text())
-                if self._healthy():
-                    port_file.unlink(missing_ok=True)
-                    return
-            time.sleep(_POLL)
-        self.stop()
-        raise ServerError(f"server not healthy after {ready_timeout}s:\n{self.log_tail()}")
-
-    def _healthy(self) -> bool:
+            data_dir=self.data_dir,
+            port=port,
+            api_key=self.api_key,
+            extra_api_keys=(self.other_api_key,),
+            extra_args=("--log-level", "INFO", *self.extra_args),
+            log_path=self.log_path,
+            env=self.env(),
+            ready_timeout=ready_timeout,
+            stop_timeout=STOP_TIMEOUT,
+        )
         try:
-            with urllib.request.urlopen(f"{self.base_url}/api/v1/healthz", timeout=2) as reply:
-                return bool(reply.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+            server.start()
+        except EmbeddedServerError:
+            server.close()
+            raise
+        self._server = server
+        self.port = server.port
+        self.process = server.process
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
         """SIGTERM, wait up to ``timeout``, then SIGKILL; returns the exit status."""
-        process, self.process = self.process, None
-        if process is None:
+        server, self._server = self._server, None
+        self.process = None
+        if server is None:
             return 0
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-        self.returncodes.append(process.returncode)
-        return process.returncode
+        code = server.stop(timeout)
+        server.close()  # its private temp dir (the port file); data and log are ours
+        self.returncodes.append(code)
+        return code
 
     def restart(self, ready_timeout: float = READY_TIMEOUT) -> int:
         """Stop (SIGTERM) and start again on the same data directory; returns the stop status."""

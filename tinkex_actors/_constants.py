@@ -248,6 +248,14 @@ CHECKPOINT_TTL_MAX: Final = 10 * 365 * 24 * 3600
 SERVER_EXPIRY_SWEEP_INTERVAL: Final = 60.0
 #: On SIGTERM, in-flight HTTP requests get this long to finish.
 SERVER_GRACEFUL_SHUTDOWN: Final = 10.0
+#: EmbeddedServer: longest wait for /healthz after spawning the subprocess.
+EMBEDDED_READY_TIMEOUT: Final = 120.0
+#: EmbeddedServer: after SIGTERM, wait this long before SIGKILL (above the graceful shutdown).
+EMBEDDED_STOP_TIMEOUT: Final = 20.0
+#: EmbeddedServer: interval between start-up checks (port file, healthz).
+EMBEDDED_POLL_INTERVAL: Final = 0.05
+#: Where the embedded server answers its unauthenticated health check.
+HEALTHZ_PATH: Final = API_PREFIX + "/healthz"
 #: Vocabulary and context of the null engine's simulated model (those of the torch engine's tiny
 #: default model, so the same requests are valid on both).
 NULL_ENGINE_VOCAB_SIZE: Final = 2048

@@ -28,9 +28,10 @@
     │   ├── ResponseDecodeError               a 2xx answer we could not understand
     │   └── RequestFailedError                the server ran the request and it failed
     ├── TokenizerError                        a tokenizer could not be found or loaded
-    └── CheckpointDownloadError               a checkpoint archive could not be fetched
-        ├── CheckpointExistsError (FileExistsError)   output exists and ``force`` is off
-        └── UnsafeArchiveError                an archive member would escape its directory
+    ├── CheckpointDownloadError               a checkpoint archive could not be fetched
+    │   ├── CheckpointExistsError (FileExistsError)   output exists and ``force`` is off
+    │   └── UnsafeArchiveError                an archive member would escape its directory
+    └── EmbeddedServerError (RuntimeError)    the embedded server did not start or stop
 
 Rules every raiser follows:
 
@@ -62,6 +63,7 @@ __all__ = [
     "ClientClosedError",
     "ConfigError",
     "ConflictError",
+    "EmbeddedServerError",
     "GoneError",
     "InternalServerError",
     "InvalidTinkerPathError",
@@ -331,6 +333,13 @@ class RequestFailedError(APIError):
 
 class TokenizerError(TinkexError):
     """A tokenizer could not be resolved or loaded (offline and not in any local cache)."""
+
+
+class EmbeddedServerError(TinkexError, RuntimeError):
+    """The embedded server (``tinkex_actors.server.embedded``) did not start or stop as expected.
+
+    The message ends with the tail of the server's log.
+    """
 
 
 class CheckpointDownloadError(TinkexError):

@@ -31,6 +31,7 @@ from tinkex_actors.server.engines import load_engine
 from tinkex_actors.server.futures import FutureStore
 from tinkex_actors.server.idempotency import IdempotencyCache
 from tinkex_actors.server.middleware import GuardMiddleware
+from tinkex_actors.server.rate_limit import SampleRateLimiter
 from tinkex_actors.server.routes import models, rest, sampling, service, training, weights
 from tinkex_actors.server.routes._common import answer
 from tinkex_actors.server.routes.futures import FuturesEndpoint
@@ -72,6 +73,7 @@ def _open_state(settings: ServerSettings, factory: Callable[[], Engine]) -> Serv
         futures=FutureStore(settings.future_ttl),
         idempotency=IdempotencyCache(SERVER_IDEMPOTENCY_MAX, settings.future_ttl),
         loop=loop,
+        rate_limiter=SampleRateLimiter(settings.rate_limits),
     )
     host.start()
     return state

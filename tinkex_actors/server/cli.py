@@ -92,12 +92,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FLAG=JSON",
         help="flag answered by client/config, e.g. fwdbwd_max_chunk_len=2; repeatable",
     )
+    add(
+        "--rate-limit",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=N",
+        help="allow API key KEY at most N asample requests per second (429 above); repeatable",
+    )
     add("--log-level", default="WARNING", help="level of the server's log (default %(default)s)")
 
 
 def _settings(ns: argparse.Namespace, keys: list[str]) -> Any:
     from tinkex_actors.server.settings import ServerSettings
 
+    rate_limits: dict[str, float] = {}
+    for key, raw in ns.rate_limit:
+        try:
+            rate_limits[key] = float(raw)
+        except ValueError:
+            raise ConfigError("rate_limits", f"{raw!r} is not a number") from None
     client_config: dict[str, Any] = {}
     for name, raw in ns.client_config:
         try:
@@ -121,6 +135,7 @@ def _settings(ns: argparse.Namespace, keys: list[str]) -> Any:
         min_ttl_seconds=ns.min_ttl_seconds,
         expiry_sweep_interval=ns.expiry_sweep_interval,
         client_config=client_config,
+        rate_limits=rate_limits,
     )
 
 

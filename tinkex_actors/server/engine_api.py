@@ -174,6 +174,11 @@ class Engine(Protocol):
     #: ``"torch"`` or ``"null"``.
     name: str
 
+    def prepare(self) -> None:
+        """Cheap set-up the server runs before it reports healthy (well under a second, no
+        heavy imports): e.g. publishing a tokenizer clients load right after start-up."""
+        ...
+
     def start(self) -> None:
         """Load heavy dependencies and base models. Called once, from a background thread;
         the server answers healthz before it returns, and queues engine work until it does."""

@@ -1,7 +1,11 @@
-"""Owns the engine: builds and starts it on a background thread, reports readiness.
+"""Owns the engine: builds and prepares it, starts it on a background thread, reports readiness.
 
-The HTTP layer answers (healthz included) while the engine warms up; engine work queues
-until :attr:`EngineHost.ready`, and synchronous endpoints that need it await :meth:`wait`.
+:meth:`EngineHost.start` builds the engine and runs its cheap :meth:`Engine.prepare` (e.g.
+publishing the default model's tokenizer) before returning, that is before the server
+answers anything; the heavy :meth:`Engine.start` (torch import, model build) runs in the
+background. The HTTP layer answers (healthz included) while the engine warms up; engine work
+queues until :attr:`EngineHost.ready`, and synchronous endpoints that need it await
+:meth:`wait`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ class EngineHost:
     """The engine and its warm-up.
 
     Args:
-        factory: builds the (not yet started) engine; called on the warm-up thread.
+        factory: builds the (not yet started) engine; called by :meth:`start`, which must be
+            cheap (heavy loading belongs in the engine's ``start``).
         loop: the server's event loop (to wake async waiters).
         on_ready: called (on the warm-up thread) once the engine is ready or failed.
     """
@@ -43,26 +48,41 @@ class EngineHost:
         self._error: str | None = None
         self._done = threading.Event()
         self._async_done = asyncio.Event()
-        self._thread = threading.Thread(
-            target=self._warm_up, name="tinkex-server-engine-warmup", daemon=True
-        )
+        self._thread: threading.Thread | None = None
         self._log = get_logger("server.engine")
 
     def start(self) -> None:
-        """Start warming up in the background."""
-        self._thread.start()
+        """Build and prepare the engine now, then start warming it up in the background.
 
-    def _warm_up(self) -> None:
+        A failure to build or prepare is recorded like a failed warm-up (engine work then
+        fails with a 500 saying why); it is not raised.
+        """
+        built: Engine | None = None
         try:
-            engine = self._factory()
-            engine.start()
-            models = {info.name: info for info in engine.base_models()}
+            built = self._factory()
+            built.prepare()
         except Exception as exc:
             self._error = f"{type(exc).__name__}: {exc}"
             self._log.exception("tinkex.server.engine_failed")
-        else:
-            self._engine, self._models = engine, models
-            self._log.info("tinkex.server.engine_ready", engine=engine.name, models=list(models))
+            built = None
+        self._thread = threading.Thread(
+            target=self._warm_up, args=(built,), name="tinkex-server-engine-warmup", daemon=True
+        )
+        self._thread.start()
+
+    def _warm_up(self, engine: Engine | None) -> None:
+        if engine is not None:  # else building it failed: already recorded
+            try:
+                engine.start()
+                models = {info.name: info for info in engine.base_models()}
+            except Exception as exc:
+                self._error = f"{type(exc).__name__}: {exc}"
+                self._log.exception("tinkex.server.engine_failed")
+            else:
+                self._engine, self._models = engine, models
+                self._log.info(
+                    "tinkex.server.engine_ready", engine=engine.name, models=list(models)
+                )
         self._done.set()
         try:
             self._loop.call_soon_threadsafe(self._async_done.set)
@@ -111,7 +131,7 @@ class EngineHost:
 
     def close(self) -> None:
         """Wait (bounded) for warm-up, then close the engine."""
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(_JOIN_TIMEOUT)
         if self._engine is not None:
             try:

@@ -7,7 +7,9 @@ body: the official SDK treats an empty 400 as a proxy failure).
 
 from __future__ import annotations
 
-from tinkex_actors._constants import HEADER_RETRY_AFTER
+import math
+
+from tinkex_actors._constants import HEADER_RETRY_AFTER, HEADER_RETRY_AFTER_MS
 from tinkex_actors.errors import (
     APIStatusError,
     AuthenticationError,
@@ -18,6 +20,7 @@ from tinkex_actors.errors import (
     NotFoundError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    RateLimitError,
 )
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "forbidden",
     "gone",
     "not_found",
+    "rate_limited",
     "too_large",
     "unauthorized",
     "unavailable",
@@ -71,4 +75,16 @@ def unavailable(message: str, retry_after: float) -> APIStatusError:
     """503 with ``retry-after``: try again shortly."""
     return InternalServerError(
         message, status_code=503, headers={HEADER_RETRY_AFTER: str(max(1, round(retry_after)))}
+    )
+
+
+def rate_limited(message: str, wait: float) -> APIStatusError:
+    """429 with ``retry-after`` (whole seconds, at least 1) and ``retry-after-ms``."""
+    return RateLimitError(
+        message,
+        status_code=429,
+        headers={
+            HEADER_RETRY_AFTER: str(max(1, math.ceil(wait))),
+            HEADER_RETRY_AFTER_MS: str(max(1, math.ceil(wait * 1000))),
+        },
     )

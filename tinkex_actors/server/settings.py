@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,8 @@ class ServerSettings:
         expiry_sweep_interval: how often expired checkpoints and futures are swept.
         future_ttl: how long finished futures stay retrievable.
         client_config: flags answered to ``client/config`` (e.g. chunk limits).
+        rate_limits: ``asample`` requests per second allowed to an API key (one of
+            ``api_keys``); keys not listed are not limited. Never shown in the repr.
     """
 
     data_dir: Path
@@ -66,6 +69,7 @@ class ServerSettings:
     expiry_sweep_interval: float = SERVER_EXPIRY_SWEEP_INTERVAL
     future_ttl: float = SERVER_FUTURE_TTL
     client_config: Mapping[str, Any] = field(default_factory=dict)
+    rate_limits: Mapping[str, float] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -84,6 +88,15 @@ class ServerSettings:
         for name, ok, expected in checks:
             if not ok:
                 raise ConfigError(name, f"{expected}, got {getattr(self, name)!r}")
+        for key, rate in self.rate_limits.items():
+            # The message names the key's position, never the key itself.
+            if key not in self.api_keys:
+                raise ConfigError("rate_limits", "a --rate-limit key is not one of the API keys")
+            if not (math.isfinite(rate) and rate > 0):
+                position = self.api_keys.index(key) + 1
+                raise ConfigError(
+                    "rate_limits", f"API key #{position}: expected a rate > 0, got {rate!r}"
+                )
         for name, path in self.models.items():
             if not Path(path).is_dir():
                 raise ConfigError("models", f"{name}: {path} is not a directory")

@@ -22,6 +22,7 @@ from tinkex_actors.server.engine_host import EngineHost
 from tinkex_actors.server.futures import FutureStore
 from tinkex_actors.server.http_errors import bad_request, forbidden, gone, not_found
 from tinkex_actors.server.idempotency import IdempotencyCache
+from tinkex_actors.server.rate_limit import SampleRateLimiter
 from tinkex_actors.server.scheduler import Scheduler
 from tinkex_actors.server.settings import ServerSettings
 from tinkex_actors.server.store import CheckpointRow, RunRow, SessionRow, Store
@@ -70,6 +71,7 @@ class ServerState:
         futures: FutureStore,
         idempotency: IdempotencyCache,
         loop: asyncio.AbstractEventLoop,
+        rate_limiter: SampleRateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -80,6 +82,8 @@ class ServerState:
         self.futures = futures
         self.idempotency = idempotency
         self.loop = loop
+        #: ``--rate-limit``: per-tenant asample limits (event loop only).
+        self.rate_limiter = SampleRateLimiter({}) if rate_limiter is None else rate_limiter
         self.models: dict[str, LiveModel] = {}
         self.samplers: dict[str, LiveSampler] = {}
         #: (run_id, checkpoint_id) of saves queued but not finished (name conflicts -> 409).

@@ -133,6 +133,9 @@ class NullEngine:
         self._logits = logits
 
     # ------------------------------------------------------------------ lifecycle
+    def prepare(self) -> None:
+        """Nothing to publish (the null engine has no tokenizer)."""
+
     def start(self) -> None:
         """Nothing to load."""
 

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tinkex_actors._constants import SERVER_DEFAULT_MODEL
+from tinkex_actors._logging import get_logger
 from tinkex_actors.errors import ConfigError
 from tinkex_actors.server.engine_api import (
     AdamSpec,
@@ -98,6 +100,32 @@ class TorchEngine:
         if core is None:
             raise EngineError("the torch engine has not been started (or was closed)")
         return core
+
+    def prepare(self) -> None:
+        """Publish the default model's tokenizer and configs into the hub cache, without torch.
+
+        The server runs this before it reports healthy, so a client may load the
+        ``tinkex/tiny-llama`` tokenizer (``Tokenizer.get``, ``AutoTokenizer``) as soon as
+        ``/healthz`` answers. It takes well under a second: the tokenizer is trained from the
+        shipped corpus (or copied from the built model). :meth:`start` publishes the weights
+        later. Does nothing when ``models`` replaces the default model or ``publish_to_hub`` is
+        false; an unwritable cache is logged, not raised.
+        """
+        if not self._publish or SERVER_DEFAULT_MODEL in self._models:
+            return
+        from tinkex_actors.server.engines.torch._files import hub_cache_dir
+        from tinkex_actors.server.engines.torch._tiny_model import (
+            MODELS_SUBDIR,
+            publish_light_files,
+        )
+
+        hub = self._hub_cache or hub_cache_dir()
+        try:
+            publish_light_files(self._data_dir / MODELS_SUBDIR, hub)
+        except OSError as exc:
+            get_logger("server.torch_engine").warning(
+                "tinkex.server.hub_cache_unwritable", path=str(hub), error=str(exc)
+            )
 
     def start(self) -> None:
         """Import torch, build the default model on first use, load every base model.

@@ -18,7 +18,7 @@ from tinkex_actors.server.checkpoints import TinkerPath, parse_tinker_path
 from tinkex_actors.server.codec_json import decode_model_input
 from tinkex_actors.server.engine_api import BaseModelInfo, SampleResult
 from tinkex_actors.server.futures import ResultKind
-from tinkex_actors.server.http_errors import bad_request, conflict, not_found
+from tinkex_actors.server.http_errors import bad_request, conflict, not_found, rate_limited
 from tinkex_actors.server.routes._common import (
     JSON,
     answer,
@@ -151,10 +151,16 @@ def _apply_last_n(result: SampleResult, last_n: int) -> SampleResult:
 
 @router.post("/asample")
 async def asample(request: Request) -> Response:
-    """Queue a sample; the answer has one ``sample_sequence_ids`` entry per sequence."""
+    """Queue a sample; the answer has one ``sample_sequence_ids`` entry per sequence.
+
+    A tenant over its ``--rate-limit`` gets 429 with ``retry-after`` before anything is read.
+    """
+    state, owner = server(request), tenant(request)
+    wait = state.rate_limiter.admit(owner)
+    if wait:
+        raise rate_limited(f"sampling rate limit exceeded; retry in {wait:.2f}s", wait)
     raw = await body(request)
     req = parse(raw, SampleBody)
-    state, owner = server(request), tenant(request)
     await state.host.wait(ENGINE_WAIT_TIMEOUT)
     sampler_id, base, weights_dir = _resolve(state, owner, req)
     spec = sample_spec(req, decode_model_input(req.prompt, "prompt"), base)

@@ -49,14 +49,17 @@ from tinkex_actors.server.engines.torch._losses import (
     prepare_datum,
 )
 from tinkex_actors.server.engines.torch._sampling import generate
-from tinkex_actors.server.engines.torch._tiny_model import TINY_MODEL_NAME, ensure_tiny_model
+from tinkex_actors.server.engines.torch._tiny_model import (
+    MODELS_SUBDIR,
+    TINY_MODEL_NAME,
+    ensure_tiny_model,
+)
 
 __all__ = ["EngineCore"]
 
 #: Logits held at once by forward_backward (elements): datums are grouped into micro-batches
 #: of at most this many padded positions x vocabulary, with gradients accumulated across them.
 _LOGITS_BUDGET = 1 << 25
-_MODELS_SUBDIR = "models"
 
 
 @dataclass
@@ -141,7 +144,7 @@ class EngineCore:
         self._set_threads()
         bases: dict[str, BaseModel] = {}
         if TINY_MODEL_NAME not in self._models:
-            path = ensure_tiny_model(self._data_dir / _MODELS_SUBDIR)
+            path = ensure_tiny_model(self._data_dir / MODELS_SUBDIR)
             if self._publish:
                 hub = self._hub_cache or hub_cache_dir()
                 try:

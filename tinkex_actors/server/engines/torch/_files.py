@@ -13,7 +13,14 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "hub_cache_dir", "publish_snapshot", "snapshot_dir"]
+__all__ = [
+    "atomic_write_bytes",
+    "hub_cache_dir",
+    "publish_files",
+    "publish_snapshot",
+    "ref_file",
+    "snapshot_dir",
+]
 
 _HUB_REPO_PREFIX = "models--"
 
@@ -55,6 +62,11 @@ def snapshot_dir(hub_cache: Path, repo_id: str, revision: str) -> Path:
     return _repo_dir(hub_cache, repo_id) / "snapshots" / revision
 
 
+def ref_file(hub_cache: Path, repo_id: str) -> Path:
+    """``<hub_cache>/models--<org>--<name>/refs/main`` (holds the current revision)."""
+    return _repo_dir(hub_cache, repo_id) / "refs" / "main"
+
+
 def _repo_dir(hub_cache: Path, repo_id: str) -> Path:
     return hub_cache / (_HUB_REPO_PREFIX + repo_id.replace("/", "--"))
 
@@ -80,7 +92,28 @@ def publish_snapshot(source: Path, hub_cache: Path, repo_id: str, revision: str)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
-    ref = _repo_dir(hub_cache, repo_id) / "refs" / "main"
+    _point_ref(hub_cache, repo_id, revision)
+    return snapshot
+
+
+def publish_files(files: Mapping[str, bytes], hub_cache: Path, repo_id: str, revision: str) -> Path:
+    """Write ``files`` (name -> content) into the hub cache as ``repo_id`` at ``revision``.
+
+    Like :func:`publish_snapshot`, but from memory: files already there with the same size
+    are left alone, and ``refs/main`` is pointed at ``revision``. Returns the snapshot
+    directory.
+    """
+    snapshot = snapshot_dir(hub_cache, repo_id, revision)
+    for name, data in sorted(files.items()):
+        target = snapshot / name
+        if target.is_file() and target.stat().st_size == len(data):
+            continue
+        atomic_write_bytes(target, data)
+    _point_ref(hub_cache, repo_id, revision)
+    return snapshot
+
+
+def _point_ref(hub_cache: Path, repo_id: str, revision: str) -> None:
+    ref = ref_file(hub_cache, repo_id)
     if not ref.is_file() or ref.read_text().strip() != revision:
         atomic_write_bytes(ref, revision.encode())
-    return snapshot

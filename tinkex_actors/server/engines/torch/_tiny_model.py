@@ -25,11 +25,19 @@ from importlib import resources
 from pathlib import Path
 
 from tinkex_actors._constants import SERVER_DEFAULT_MODEL
-from tinkex_actors.server.engines.torch._files import atomic_write_bytes
+from tinkex_actors.server.engines.torch._files import (
+    atomic_write_bytes,
+    publish_files,
+    publish_snapshot,
+    ref_file,
+    snapshot_dir,
+)
 
 __all__ = [
     "BOS_TOKEN",
     "EOS_TOKEN",
+    "LIGHT_FILES",
+    "MODELS_SUBDIR",
     "MODEL_FILES",
     "PAD_TOKEN",
     "TINY_DIMS",
@@ -37,6 +45,9 @@ __all__ = [
     "TinyDims",
     "build_tiny_model",
     "ensure_tiny_model",
+    "light_files",
+    "publish_light_files",
+    "tiny_model_dir",
     "tiny_revision",
 ]
 
@@ -60,6 +71,10 @@ MODEL_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
 )
+#: The files :func:`light_files` makes (all but the weights).
+LIGHT_FILES = tuple(name for name in MODEL_FILES if name != "model.safetensors")
+#: Built models live in ``<data_dir>/<MODELS_SUBDIR>``.
+MODELS_SUBDIR = "models"
 
 
 @dataclass(frozen=True)
@@ -128,15 +143,10 @@ def _json_bytes(value: object) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
 
-def _model_bytes(dims: TinyDims) -> tuple[bytes, bytes]:
-    """``config.json`` and ``model.safetensors`` contents."""
-    import torch
-    from safetensors.torch import save
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+def _config_dict(dims: TinyDims) -> dict[str, object]:
     # Written by hand (not config.to_json_string()) so the bytes do not depend on the
     # installed transformers version.
-    config_dict: dict[str, object] = {
+    return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
         "vocab_size": dims.vocab_size,
@@ -159,6 +169,15 @@ def _model_bytes(dims: TinyDims) -> tuple[bytes, bytes]:
         "pad_token_id": _SPECIAL_TOKENS.index(PAD_TOKEN),
         "use_cache": True,
     }
+
+
+def _weights_bytes(dims: TinyDims) -> bytes:
+    """``model.safetensors`` contents (imports torch)."""
+    import torch
+    from safetensors.torch import save
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config_dict = _config_dict(dims)
     config = LlamaConfig(**{k: v for k, v in config_dict.items() if k != "model_type"})
     model = LlamaForCausalLM(config)
     # Our own generator, in parameter order: the weights depend on the seed only, not on the
@@ -172,17 +191,18 @@ def _model_bytes(dims: TinyDims) -> tuple[bytes, bytes]:
                 param.normal_(0.0, _INIT_STD, generator=generator)
     tensors = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
     weights: bytes = save(tensors, metadata={"format": "pt"})
-    return _json_bytes(config_dict), weights
+    return weights
 
 
-def build_tiny_model(directory: Path, dims: TinyDims = TINY_DIMS) -> None:
-    """Write the model's files into ``directory`` (created if missing)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer_json = _train_tokenizer(dims)
-    config_json, weights = _model_bytes(dims)
+def light_files(dims: TinyDims = TINY_DIMS) -> dict[str, bytes]:
+    """Every file of the model but its weights: tokenizer and configs, built without torch.
+
+    Training the tokenizer takes well under a second, so the server publishes these before
+    it reports healthy (:meth:`TorchEngine.prepare`).
+    """
     specials = {"bos_token": BOS_TOKEN, "eos_token": EOS_TOKEN, "pad_token": PAD_TOKEN}
-    files = {
-        "tokenizer.json": tokenizer_json.encode(),
+    return {
+        "tokenizer.json": _train_tokenizer(dims).encode(),
         "tokenizer_config.json": _json_bytes(
             {
                 **specials,
@@ -194,7 +214,7 @@ def build_tiny_model(directory: Path, dims: TinyDims = TINY_DIMS) -> None:
             }
         ),
         "special_tokens_map.json": _json_bytes(specials),
-        "config.json": config_json,
+        "config.json": _json_bytes(_config_dict(dims)),
         "generation_config.json": _json_bytes(
             {
                 "bos_token_id": _SPECIAL_TOKENS.index(BOS_TOKEN),
@@ -202,14 +222,52 @@ def build_tiny_model(directory: Path, dims: TinyDims = TINY_DIMS) -> None:
                 "pad_token_id": _SPECIAL_TOKENS.index(PAD_TOKEN),
             }
         ),
-        "model.safetensors": weights,
     }
+
+
+def build_tiny_model(
+    directory: Path, dims: TinyDims = TINY_DIMS, *, light: dict[str, bytes] | None = None
+) -> None:
+    """Write the model's files into ``directory`` (created if missing).
+
+    ``light`` reuses files already made by :func:`light_files` for the same ``dims``.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    files = dict(light or light_files(dims))
+    files["model.safetensors"] = _weights_bytes(dims)
     for name in MODEL_FILES:
         atomic_write_bytes(directory / name, files[name])
 
 
 def _complete(directory: Path) -> bool:
     return all((directory / name).is_file() for name in MODEL_FILES)
+
+
+def tiny_model_dir(cache_root: Path, dims: TinyDims = TINY_DIMS) -> Path:
+    """Where :func:`ensure_tiny_model` keeps the built model under ``cache_root``."""
+    return cache_root / TINY_MODEL_NAME.replace("/", "--") / tiny_revision(dims)
+
+
+def publish_light_files(cache_root: Path, hub_cache: Path, dims: TinyDims = TINY_DIMS) -> Path:
+    """Put the tokenizer and configs of the default model into the hub cache, without torch.
+
+    Nothing is written when the snapshot already holds them; files of an already built model
+    under ``cache_root`` are copied (weights included); otherwise :func:`light_files` makes
+    them (~0.1 s). Returns the snapshot directory.
+    """
+    revision = tiny_revision(dims)
+    snapshot = snapshot_dir(hub_cache, TINY_MODEL_NAME, revision)
+    ref = ref_file(hub_cache, TINY_MODEL_NAME)
+    if (
+        all((snapshot / name).is_file() for name in LIGHT_FILES)
+        and ref.is_file()
+        and ref.read_text().strip() == revision
+    ):
+        return snapshot
+    built = tiny_model_dir(cache_root, dims)
+    if _complete(built):
+        return publish_snapshot(built, hub_cache, TINY_MODEL_NAME, revision)
+    return publish_files(light_files(dims), hub_cache, TINY_MODEL_NAME, revision)
 
 
 def ensure_tiny_model(cache_root: Path, dims: TinyDims = TINY_DIMS) -> Path:
@@ -219,8 +277,7 @@ def ensure_tiny_model(cache_root: Path, dims: TinyDims = TINY_DIMS) -> Path:
     processes building at once both end with one complete directory (the loser of the rename
     discards its copy).
     """
-    revision = tiny_revision(dims)
-    final = cache_root / TINY_MODEL_NAME.replace("/", "--") / revision
+    final = tiny_model_dir(cache_root, dims)
     if _complete(final):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
