@@ -1,0 +1,85 @@
+"""Fixtures of the reliability tests: fault proxies, compressed fault timing, a TLS certificate.
+
+* ``make_proxy(port, policy=None, tls=None)`` starts a :class:`FaultProxy` in front of a
+  server port; every proxy is stopped (its thread joined) after the test.
+* ``fast_sleep`` is the back-off sleep the SDK gets in fault scenarios: it caps each delay at
+  20 ms, so a scenario with hundreds of retries runs in seconds. It changes the *timing* of
+  the faults' consequences only, never which requests are retried or how often.
+* ``certificate`` is a self-signed certificate for 127.0.0.1 (``openssl``), for TLS tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ._faults import Policy
+from ._proxy import FaultProxy
+
+#: Longest back-off sleep the SDK gets in fault scenarios (see ``fast_sleep``).
+MAX_SLEEP = 0.02
+
+MakeProxy = Callable[..., FaultProxy]
+
+
+def capped_sleep(seconds: float) -> None:
+    """``time.sleep`` capped at :data:`MAX_SLEEP`."""
+    time.sleep(min(seconds, MAX_SLEEP))
+
+
+@pytest.fixture
+def fast_sleep() -> Callable[[float], None]:
+    """The SDK's back-off sleep in fault scenarios (capped at 20 ms)."""
+    return capped_sleep
+
+
+@pytest.fixture
+def make_proxy() -> Iterator[MakeProxy]:
+    """Start fault proxies in front of server ports; all are stopped after the test."""
+    started: list[FaultProxy] = []
+
+    def make(
+        port: int, policy: Policy | None = None, *, tls: ssl.SSLContext | None = None
+    ) -> FaultProxy:
+        proxy = FaultProxy(port, policy, tls=tls).start()
+        started.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """A self-signed certificate and key for 127.0.0.1 (PEM files)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    folder = tmp_path_factory.mktemp("reliability-tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out", str(cert),
+            "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )  # fmt: skip
+    yield cert, key
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def server_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    """A server-side TLS context presenting :func:`certificate`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*map(str, certificate))
+    return context

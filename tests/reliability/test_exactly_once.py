@@ -1,0 +1,253 @@
+"""Exactly-once training under faults: 200 steps through the fault proxy equal a clean run.
+
+The reference run trains 200 steps (forward_backward + optim_step) straight against the torch
+server. The faulted run trains the same 200 steps through the fault proxy, which faults about
+20% of every request (submissions, polls, heartbeats, telemetry, downloads) with every fault
+kind. What must hold:
+
+* the client side: every call returns (bounded waits), no training call fails, and the losses
+  equal the reference's step by step, bit for bit;
+* the server side: every (model, seq_id) the server was sent got exactly one future however
+  often it arrived, the seq_ids run 1..401 without a gap, the server applied exactly 200
+  AdamW steps (the checkpoint's optimizer state says so), and the checkpoint files are
+  byte-identical to the reference's;
+* the session heartbeat kept succeeding between its faults.
+
+A second test makes the SDK give up (one transport retry, faults repeated) and checks that
+every give-up is a typed error and that a user who re-sends the failed call still ends up
+with every step applied exactly once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _servers import ServerHandle
+
+from tinkex_actors import Config, ServiceClient, telemetry
+from tinkex_actors.errors import (
+    APIConnectionError,
+    APITimeoutError,
+    InternalServerError,
+    RateLimitError,
+    TinkexError,
+    TinkexTimeoutError,
+)
+
+from ._faults import Exchange, Fault, FaultKind, RandomFaults, Rule, Script
+from ._proxy import FaultProxy
+from ._training import (
+    LORA,
+    MODEL,
+    WAIT,
+    adam_steps,
+    batch,
+    checkpoint_files,
+    sequenced,
+    tensors,
+    train,
+)
+from .conftest import MakeProxy
+
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
+
+STEPS = 200
+FAULT_RATE = 0.2
+SEED = 7
+HEARTBEAT = 0.25
+GIVE_UP_STEPS = 12
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The fault-free run."""
+
+    losses: list[float]
+    files: dict[str, bytes]
+
+
+@pytest.fixture(scope="module")
+def reference(torch_server: ServerHandle, tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    config = Config(api_key=torch_server.api_key, base_url=torch_server.base_url)
+    with ServiceClient(config) as service:
+        training = service.create_lora_training_client(MODEL, LORA, timeout=2 * WAIT)
+        losses = train(training, range(STEPS))
+        path = training.save_state("reference").result(WAIT).path
+        rest = service.create_rest_client()
+        try:
+            files = checkpoint_files(rest, path, tmp_path_factory.mktemp("reference"))
+        finally:
+            rest.close()
+    return Reference(losses, files)
+
+
+@dataclass
+class Heartbeats:
+    """Heartbeat outcomes of one tenant, from telemetry."""
+
+    ok: int = 0
+    failed: int = 0
+    ok_after_failure: int = 0
+
+
+@pytest.fixture
+def heartbeats() -> Iterator[Callable[[str], Heartbeats]]:
+    seen: dict[str, Heartbeats] = defaultdict(Heartbeats)
+    lock = threading.Lock()
+
+    def on_event(event: Any, measurements: Any, metadata: Any, config: Any) -> None:
+        if not str(metadata.get("path", "")).endswith("/session_heartbeat"):
+            return
+        with lock:
+            beats = seen[metadata["tenant_id"]]
+            if event == telemetry.HTTP_REQUEST_STOP:
+                beats.ok += 1
+                if beats.failed:
+                    beats.ok_after_failure += 1
+            else:
+                beats.failed += 1
+
+    telemetry.attach(
+        "reliability-heartbeats",
+        [telemetry.HTTP_REQUEST_STOP, telemetry.HTTP_REQUEST_EXCEPTION],
+        on_event,
+    )
+    yield lambda tenant_id: seen[tenant_id]
+    telemetry.detach("reliability-heartbeats")
+
+
+def _server_futures(proxy: FaultProxy, model_id: str) -> dict[int, set[str]]:
+    """seq_id -> the request_ids the server answered for it (2xx answers only)."""
+    futures: dict[int, set[str]] = defaultdict(set)
+    for path in ("/forward_backward", "/optim_step", "/save_weights"):
+        for relayed in proxy.relayed_to(path):
+            model, seq = sequenced(relayed.request)
+            answer = relayed.answer_json()
+            if model == model_id and isinstance(answer, dict) and "request_id" in answer:
+                futures[seq].add(answer["request_id"])
+    return futures
+
+
+def test_200_steps_under_20_percent_faults_apply_exactly_once(
+    torch_server: ServerHandle,
+    reference: Reference,
+    make_proxy: MakeProxy,
+    fast_sleep: Callable[[float], None],
+    heartbeats: Callable[[str], Heartbeats],
+    tmp_path: Path,
+) -> None:
+    proxy = make_proxy(torch_server.port, RandomFaults(SEED, FAULT_RATE))
+    config = Config(api_key=torch_server.api_key, base_url=proxy.url, heartbeat_interval=HEARTBEAT)
+    download_errors: list[TinkexError] = []
+    with ServiceClient(config, sleep=fast_sleep) as service:
+        training = service.create_lora_training_client(MODEL, LORA, timeout=2 * WAIT)
+        losses = train(training, range(STEPS))
+        path = training.save_state("faulted").result(WAIT).path
+        rest = service.create_rest_client()
+        try:
+            files = checkpoint_files(rest, path, tmp_path, on_error=download_errors.append)
+        finally:
+            rest.close()
+        model_id = training.model_id
+
+    # The faults really happened, every kind of them, on every kind of request.
+    kinds = proxy.fault_kinds()
+    assert set(kinds) == {kind.value for kind in FaultKind}, kinds
+    seen = sum(proxy.seen.values())
+    assert 0.1 * seen < len(proxy.faults) < 0.3 * seen, (len(proxy.faults), seen)
+    for path_suffix in ("/forward_backward", "/optim_step", "/retrieve_future", "_heartbeat"):
+        assert proxy.faults_on(path_suffix), f"no fault injected on {path_suffix}"
+
+    # Client side: the same trajectory, bit for bit.
+    assert losses == reference.losses
+    assert tensors(files) == tensors(reference.files)
+    assert set(files) == set(reference.files)
+    assert files["adapter_config.json"] == reference.files["adapter_config.json"]
+    assert all(isinstance(e, TinkexError) for e in download_errors)
+
+    # Server side: each seq_id got one future however often it arrived, none is missing, and
+    # the optimizer stepped exactly STEPS times.
+    futures = _server_futures(proxy, model_id)
+    assert sorted(futures) == list(range(1, 2 * STEPS + 2))
+    assert all(len(ids) == 1 for ids in futures.values()), {
+        seq: ids for seq, ids in futures.items() if len(ids) != 1
+    }
+    arrivals = [sequenced(r.request) for p in ("/forward_backward", "/optim_step") for r in
+                proxy.relayed_to(p)]  # fmt: skip
+    repeated = len(arrivals) - len(set(arrivals))
+    assert repeated > 0, "no request reached the server twice: dedupe was not exercised"
+    assert adam_steps(files["optimizer.safetensors"]) == {float(STEPS)}
+    log = torch_server.log_tail(10**7)
+    assert not [line for line in log.splitlines() if "seq_gap" in line and model_id in line]
+
+    # The session heartbeat failed now and then and kept coming back.
+    beats = heartbeats(config.tenant_id)
+    assert beats.failed > 0
+    assert beats.ok_after_failure > 0
+
+
+def _on_forward(ordinals: set[int]) -> Callable[[Exchange], bool]:
+    def match(exchange: Exchange) -> bool:
+        return exchange.path.endswith("/forward_backward") and exchange.ordinal in ordinals
+
+    return match
+
+
+#: (fault, the typed error the SDK gives up with when it repeats on both attempts)
+GIVE_UPS: list[tuple[Fault, type[TinkexError]]] = [
+    (Fault(FaultKind.DROP_REQUEST), APIConnectionError),
+    (Fault(FaultKind.DROP_RESPONSE), APIConnectionError),
+    (Fault(FaultKind.STATUS, 503), InternalServerError),
+    (Fault(FaultKind.STATUS, 502, retry_after="0"), InternalServerError),
+    (Fault(FaultKind.STATUS, 429), RateLimitError),
+    (Fault(FaultKind.STATUS_AFTER, 500), InternalServerError),
+    (Fault(FaultKind.DELAY, delay=1.5), APITimeoutError),
+]
+
+
+def test_give_ups_are_typed_and_a_resent_call_is_applied_once(
+    torch_server: ServerHandle,
+    reference: Reference,
+    make_proxy: MakeProxy,
+    fast_sleep: Callable[[float], None],
+    tmp_path: Path,
+) -> None:
+    # forward_backward submissions 1, 3, 5, ... each meet one fault kind twice: with one
+    # transport retry allowed, the SDK gives up on each of them.
+    rules = [
+        Rule(_on_forward({2 * i + 1}), fault, times=2) for i, (fault, _) in enumerate(GIVE_UPS)
+    ]
+    # ...and the first forward's future (the session's second, after create_model's) is
+    # answered try_again for longer than its caller waits.
+    stalled = Fault(FaultKind.TRY_AGAIN, stretch=40, delay=0.025)
+    rules.append(Rule(lambda e: e.path.endswith("/retrieve_future") and e.ordinal == 1, stalled, 1))
+    script = Script(*rules)
+    proxy = make_proxy(torch_server.port, script)
+    config = Config(api_key=torch_server.api_key, base_url=proxy.url, max_retries=1, timeout=1.0)
+    errors: list[TinkexError] = []
+    with ServiceClient(config, sleep=fast_sleep) as service:
+        training = service.create_lora_training_client(MODEL, LORA, timeout=2 * WAIT)
+        # forward() accumulates no gradients: it leaves the trajectory as it is.
+        stuck = training.forward(batch(0), "cross_entropy")
+        with pytest.raises(TinkexTimeoutError):
+            stuck.result(0.2)  # a wait that runs out leaves the call (and client) usable
+        assert stuck.result(WAIT).metrics["loss:sum"] == reference.losses[0]
+        losses = train(training, range(GIVE_UP_STEPS), on_error=errors.append)
+        path = training.save_state("gave-up").result(WAIT).path
+        rest = service.create_rest_client()
+        try:
+            files = checkpoint_files(rest, path, tmp_path)
+        finally:
+            rest.close()
+
+    assert script.exhausted
+    gave_up = [type(e) for e in errors]
+    assert gave_up == [expected for _, expected in GIVE_UPS], gave_up
+    assert losses == reference.losses[:GIVE_UP_STEPS]
+    assert adam_steps(files["optimizer.safetensors"]) == {float(GIVE_UP_STEPS)}
