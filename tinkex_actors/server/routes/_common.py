@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ __all__ = [
     "answer",
     "body",
     "idempotent",
+    "idempotent_no_content",
     "isotime",
     "parse",
     "server",
@@ -108,6 +109,30 @@ async def idempotent(request: Request, raw: bytes, produce: Callable[[], Any]) -
         produce,
     )
     return answer(result)
+
+
+async def idempotent_no_content(
+    request: Request, raw: bytes, act: Callable[[], Awaitable[None]]
+) -> Response:
+    """Run ``act`` once per idempotency key and answer 204 (repeats answer 204 too).
+
+    A REST change retried after its answer was lost (delete, publish, set TTL) must not fail
+    on the state its first run left (404 "no such checkpoint", 409 "already published").
+    """
+
+    async def produce() -> JSON:
+        await act()
+        return {}
+
+    state = server(request)
+    await state.idempotency.run(
+        tenant(request),
+        request.headers.get(HEADER_IDEMPOTENCY_KEY),
+        request.url.path,
+        digest(raw),
+        produce,
+    )
+    return Response(status_code=204)
 
 
 def submit(

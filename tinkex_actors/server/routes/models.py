@@ -195,9 +195,11 @@ async def unload_model(request: Request) -> Response:
     raw = await body(request)
     req = parse(raw, ModelIdBody)
     state, owner = server(request), tenant(request)
-    state.live_model(owner, req.model_id)
 
     async def produce() -> JSON:
+        # Checked here, not before the idempotency lookup: a retry of an unload whose answer
+        # was lost must get that answer, not a 404 for the model it unloaded.
+        state.live_model(owner, req.model_id)
         return submit(
             state,
             tenant_id=owner,

@@ -26,7 +26,16 @@ from tinkex_actors.server.checkpoints import (
     parse_checkpoint_id,
 )
 from tinkex_actors.server.http_errors import bad_request, conflict, forbidden, not_found
-from tinkex_actors.server.routes._common import JSON, answer, body, isotime, parse, server, tenant
+from tinkex_actors.server.routes._common import (
+    JSON,
+    answer,
+    body,
+    idempotent_no_content,
+    isotime,
+    parse,
+    server,
+    tenant,
+)
 from tinkex_actors.server.schemas import TtlBody
 from tinkex_actors.server.state import ServerState
 from tinkex_actors.server.store import CheckpointRow, RunRow
@@ -202,16 +211,19 @@ async def delete_checkpoint(request: Request, run_id: str, rest: str) -> Respons
     """Delete a checkpoint and its files, or (``.../publish``) unpublish it."""
     state, owner = server(request), tenant(request)
     path, action = _target(run_id, rest, ("publish",))
-    row = state.owned_checkpoint(owner, path)
-    if action == "publish":
-        if not row.public:
-            raise conflict(f"checkpoint {path} is not published")
-        state.store.set_public(path.run_id, path.checkpoint_id, False)
-        return Response(status_code=204)
-    dir_name = state.store.delete_checkpoint(path.run_id, path.checkpoint_id)
-    if dir_name is not None:
-        state.files.remove(dir_name)
-    return Response(status_code=204)
+
+    async def act() -> None:
+        row = state.owned_checkpoint(owner, path)
+        if action == "publish":
+            if not row.public:
+                raise conflict(f"checkpoint {path} is not published")
+            state.store.set_public(path.run_id, path.checkpoint_id, False)
+            return
+        dir_name = state.store.delete_checkpoint(path.run_id, path.checkpoint_id)
+        if dir_name is not None:
+            state.files.remove(dir_name)
+
+    return await idempotent_no_content(request, await body(request), act)
 
 
 @router.post("/training_runs/{run_id}/checkpoints/{rest:path}")
@@ -221,11 +233,14 @@ async def publish_checkpoint(request: Request, run_id: str, rest: str) -> Respon
     path, action = _target(run_id, rest, ("publish",))
     if action != "publish":
         raise not_found(f"no POST endpoint for checkpoint {path}")
-    row = state.owned_checkpoint(owner, path)
-    if row.public:
-        raise conflict(f"checkpoint {path} is already published")
-    state.store.set_public(path.run_id, path.checkpoint_id, True)
-    return Response(status_code=204)
+
+    async def act() -> None:
+        row = state.owned_checkpoint(owner, path)
+        if row.public:
+            raise conflict(f"checkpoint {path} is already published")
+        state.store.set_public(path.run_id, path.checkpoint_id, True)
+
+    return await idempotent_no_content(request, await body(request), act)
 
 
 @router.put("/training_runs/{run_id}/checkpoints/{rest:path}")
@@ -235,12 +250,16 @@ async def set_ttl(request: Request, run_id: str, rest: str) -> Response:
     path, action = _target(run_id, rest, ("ttl",))
     if action != "ttl":
         raise not_found(f"no PUT endpoint for checkpoint {path}")
-    req = parse(await body(request), TtlBody)
+    raw = await body(request)
+    req = parse(raw, TtlBody)
     ttl = ttl_seconds(req.ttl_seconds, state.settings.min_ttl_seconds)
-    state.owned_checkpoint(owner, path)
-    expires = None if ttl is None else time.time() + ttl
-    state.store.set_expiry(path.run_id, path.checkpoint_id, expires)
-    return Response(status_code=204)
+
+    async def act() -> None:
+        state.owned_checkpoint(owner, path)
+        expires = None if ttl is None else time.time() + ttl
+        state.store.set_expiry(path.run_id, path.checkpoint_id, expires)
+
+    return await idempotent_no_content(request, raw, act)
 
 
 @router.get("/training_runs/{run_id}/checkpoints/{rest:path}")
