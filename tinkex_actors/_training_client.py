@@ -223,7 +223,7 @@ class TrainingClient:
             path=check_name(name, "name"),
             ttl_seconds=check_ttl(ttl_seconds),
         )
-        return self._sequenced(_SAVE_PATH, request, SaveWeightsResponse, "SaveWeights", 0)
+        return self._sequenced(_SAVE_PATH, request, SaveWeightsResponse, "SaveWeights")
 
     def load_state(self, path: str) -> ActorFuture[LoadWeightsResponse]:
         """Load the weights of checkpoint ``path`` (``tinker://.../weights/...``)."""
@@ -275,7 +275,6 @@ class TrainingClient:
             request,
             SaveWeightsForSamplerResponseInternal,
             "SaveWeightsForSampler",
-            0,
         )
 
     # ------------------------------------------------------------------ sampling clients
@@ -305,7 +304,6 @@ class TrainingClient:
             request,
             SaveWeightsForSamplerResponseInternal,
             "SaveWeightsForSampler",
-            0,
         )
 
         def adopt(answer: SaveWeightsForSamplerResponseInternal) -> ActorFuture[SamplingClient]:
