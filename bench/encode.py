@@ -1,16 +1,18 @@
-"""Big-batch encode: tinkex_actors vs the official ``tinker`` SDK, in one process.
+"""Workload 3: big-batch encode, tinkex_actors vs the official ``tinker`` SDK (client side).
 
 The batch is 128 datums x 2,048 tokens with ``target_tokens`` and ``weights`` (the shape of a
-cross_entropy step). For each path the script times building the datums (from Python lists or
-from numpy arrays) and serializing the forward_backward request (protobuf, as current SDKs send
-it, and JSON, the legacy body), and prints median / min / max over the repetitions and the
-ratio official / ours (above 1 means we are faster).
+cross_entropy step). Each path times building the datums (from Python lists or from numpy
+arrays) and serializing the forward_backward request (protobuf, as current SDKs send it, and
+JSON, the legacy body): end to end for the harness's table, and split into build / serialize
+when run alone. No server is involved; both SDKs run in this process, one after the other,
+with a ``gc.collect()`` before each timed run. Before timing, the bodies are checked to be the
+same (the official protobuf parser reads ours identically; the JSON parses to the same value).
 
 Official paths: datums are ``tinker.types.Datum`` (0.38 public dataclasses), protobuf through
 ``tinker.proto.request_conv``; JSON through the SDK's pydantic models
 (``model_dump(exclude_none=True, mode="json")``) and ``json.dumps`` as httpx sends a JSON body.
 
-Run: ``.venv/bin/python bench/bench_encode.py [--reps N] [--datums N] [--tokens N]``.
+Run alone: ``.venv/bin/python -m bench.encode [--reps N] [--datums N] [--tokens N]``.
 """
 
 from __future__ import annotations
@@ -145,7 +147,8 @@ def official_json(datums: list[Any]) -> bytes:
 
 
 def timeit(fn: Callable[[], object], reps: int) -> list[float]:
-    fn()  # warm up
+    """Seconds per run of ``fn`` (after one warm-up run)."""
+    fn()
     times = []
     for _ in range(reps):
         gc.collect()
@@ -155,94 +158,136 @@ def timeit(fn: Callable[[], object], reps: int) -> list[float]:
     return times
 
 
-def _stats(times: list[float]) -> str:
-    med, low, high = statistics.median(times), min(times), max(times)
-    return f"{med * 1e3:8.2f} ms (min {low * 1e3:7.2f}, max {high * 1e3:7.2f})"
-
-
-def report(name: str, ours: list[float], theirs: list[float]) -> float:
-    o, t = statistics.median(ours), statistics.median(theirs)
-    ratio = t / o
-    print(f"{name:<34} ours {_stats(ours)} | official {_stats(theirs)} | x{ratio:5.2f}")
-    return ratio
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--datums", type=int, default=128)
-    parser.add_argument("--tokens", type=int, default=2048)
-    args = parser.parse_args()
-    lists = make_lists(args.datums, args.tokens)
-    arrays = make_arrays(lists)
-    reps = args.reps
-
-    # Same bytes on the wire: the official parser reads ours identically.
+def check_same_bodies(lists: list[tuple[list[int], list[int], list[float]]]) -> None:
+    """Both SDKs put the same request on the wire (else the comparison means nothing)."""
     from tinker.proto import tinker_public_pb2 as official_pb
 
     mine, theirs = official_pb.ForwardBackwardRequest(), official_pb.ForwardBackwardRequest()
     mine.ParseFromString(ours_proto(ours_build(lists)))
     theirs.ParseFromString(official_proto(official_build(lists)))
-    assert mine == theirs, "protobuf bodies differ"
-    assert json.loads(ours_json(ours_build(lists))) == json.loads(
+    if mine != theirs:
+        raise RuntimeError("protobuf bodies differ")
+    if json.loads(ours_json(ours_build(lists))) != json.loads(
         official_json(official_json_build(lists))
-    ), "JSON bodies differ"
+    ):
+        raise RuntimeError("JSON bodies differ")
 
-    print(
-        f"batch: {args.datums} datums x {args.tokens} tokens (target_tokens + weights), {reps} reps"
-    )
-    ours_d, their_d = ours_build(lists), official_build(lists)
-    ours_np, their_np = ours_build(arrays), official_build(arrays)
-    their_json_d = official_json_build(lists)
-    ratios = {
-        "build from lists": report(
-            "build datums from lists",
-            timeit(lambda: ours_build(lists), reps),
-            timeit(lambda: official_build(lists), reps),
+
+def paths(
+    lists: list[tuple[list[int], list[int], list[float]]],
+    arrays: list[tuple[Any, Any, Any]],
+    *,
+    detail: bool,
+) -> dict[str, tuple[Callable[[], object], Callable[[], object]]]:
+    """``name -> (ours, official)`` for each timed path (end to end; with ``detail`` also the
+    build and serialize steps apart)."""
+    out: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
+        "lists -> protobuf": (
+            lambda: ours_proto(ours_build(lists)),
+            lambda: official_proto(official_build(lists)),
         ),
-        "build from numpy": report(
-            "build datums from numpy",
-            timeit(lambda: ours_build(arrays), reps),
-            timeit(lambda: official_build(arrays), reps),
+        "numpy -> protobuf": (
+            lambda: ours_proto(ours_build(arrays)),
+            lambda: official_proto(official_build(arrays)),
         ),
-        "proto from datums": report(
-            "protobuf from built datums",
-            timeit(lambda: ours_proto(ours_d), reps),
-            timeit(lambda: official_proto(their_d), reps),
+        "lists -> JSON": (
+            lambda: ours_json(ours_build(lists)),
+            lambda: official_json(official_json_build(lists)),
         ),
-        "proto from numpy datums": report(
-            "protobuf from numpy-built datums",
-            timeit(lambda: ours_proto(ours_np), reps),
-            timeit(lambda: official_proto(their_np), reps),
-        ),
-        "json from datums": report(
-            "JSON from built datums",
-            timeit(lambda: ours_json(ours_d), reps),
-            timeit(lambda: official_json(their_json_d), reps),
-        ),
-        "lists -> proto": report(
-            "lists -> protobuf (end to end)",
-            timeit(lambda: ours_proto(ours_build(lists)), reps),
-            timeit(lambda: official_proto(official_build(lists)), reps),
-        ),
-        "numpy -> proto": report(
-            "numpy -> protobuf (end to end)",
-            timeit(lambda: ours_proto(ours_build(arrays)), reps),
-            timeit(lambda: official_proto(official_build(arrays)), reps),
-        ),
-        "lists -> json": report(
-            "lists -> JSON (end to end)",
-            timeit(lambda: ours_json(ours_build(lists)), reps),
-            timeit(lambda: official_json(official_json_build(lists)), reps),
-        ),
-        "numpy -> json": report(
-            "numpy -> JSON (end to end)",
-            timeit(lambda: ours_json(ours_build(arrays)), reps),
-            timeit(lambda: official_json(official_json_build(arrays)), reps),
+        "numpy -> JSON": (
+            lambda: ours_json(ours_build(arrays)),
+            lambda: official_json(official_json_build(arrays)),
         ),
     }
-    slowest = min(ratios, key=ratios.__getitem__)
-    print(f"smallest speed-up: {slowest} x{ratios[slowest]:.2f} (target: x2 or more end to end)")
+    if detail:
+        ours_d, their_d = ours_build(lists), official_build(lists)
+        ours_np, their_np = ours_build(arrays), official_build(arrays)
+        their_json_d = official_json_build(lists)
+        out.update(
+            {
+                "build datums from lists": (
+                    lambda: ours_build(lists),
+                    lambda: official_build(lists),
+                ),
+                "build datums from numpy": (
+                    lambda: ours_build(arrays),
+                    lambda: official_build(arrays),
+                ),
+                "protobuf from built datums": (
+                    lambda: ours_proto(ours_d),
+                    lambda: official_proto(their_d),
+                ),
+                "protobuf from numpy-built datums": (
+                    lambda: ours_proto(ours_np),
+                    lambda: official_proto(their_np),
+                ),
+                "JSON from built datums": (
+                    lambda: ours_json(ours_d),
+                    lambda: official_json(their_json_d),
+                ),
+            }
+        )
+    return out
+
+
+def measure(
+    datums: int, tokens: int, reps: int, *, detail: bool = False
+) -> dict[str, tuple[list[float], list[float]]]:
+    """``name -> (our seconds, official seconds)`` per run, for each path."""
+    lists = make_lists(datums, tokens)
+    arrays = make_arrays(lists)
+    check_same_bodies(lists)
+    results = {}
+    for name, (ours, theirs) in paths(lists, arrays, detail=detail).items():
+        # Alternate the SDKs run by run: drift (other processes) hits both alike.
+        ours_t: list[float] = []
+        their_t: list[float] = []
+        for _ in range(reps):
+            ours_t += timeit(ours, 1)
+            their_t += timeit(theirs, 1)
+        results[name] = (ours_t, their_t)
+    return results
+
+
+def run(settings: Any, progress: Any) -> list[Any]:
+    """The harness's rows: end-to-end encode time (target: ours <= 0.5x the official)."""
+    from bench._common import Row, Stat, Target
+
+    progress(f"big-batch encode {settings.datums}x{settings.tokens}")
+    results = measure(settings.datums, settings.tokens, settings.reps)
+    return [
+        Row(
+            f"3 encode {settings.datums}x{settings.tokens} {name}",
+            "ms",
+            Stat.of(t * 1000 for t in ours),
+            Stat.of(t * 1000 for t in theirs),
+            targets=[Target("official", 0.5)],
+            digits=1,
+        )
+        for name, (ours, theirs) in results.items()
+    ]
+
+
+def _stats(times: list[float]) -> str:
+    med, low, high = statistics.median(times), min(times), max(times)
+    return f"{med * 1e3:8.2f} ms (min {low * 1e3:7.2f}, max {high * 1e3:7.2f})"
+
+
+def main() -> None:
+    """Print every path, build and serialize apart, with official / ours ratios."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--datums", type=int, default=128)
+    parser.add_argument("--tokens", type=int, default=2048)
+    args = parser.parse_args()
+    print(
+        f"batch: {args.datums} datums x {args.tokens} tokens (target_tokens + weights), "
+        f"{args.reps} reps"
+    )
+    results = measure(args.datums, args.tokens, args.reps, detail=True)
+    for name, (ours, theirs) in results.items():
+        ratio = statistics.median(theirs) / statistics.median(ours)
+        print(f"{name:<34} ours {_stats(ours)} | official {_stats(theirs)} | x{ratio:5.2f}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ then polls them from client *processes* (so the client's GIL does not cap the se
 with a few keep-alive ``http.client`` connections on threads, for a fixed time. Reports
 answers per second for each kind, plus the median latency of one poll on an idle server.
 
-Run: ``.venv/bin/python bench/bench_server.py [--seconds 5] [--procs 2] [--conns 4]``.
+Run: ``.venv/bin/python -m bench.server [--seconds 5] [--procs 2] [--conns 4]`` (not part of
+``python -m bench``: it measures the server alone).
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ Clients:
 ``--threads N`` adds a throughput run: N threads sharing one transport vs one
 ``requests.Session`` per thread.
 
-Run: ``.venv/bin/python bench/bench_transport.py [--exchanges 2000] [--reps 5] [--threads 8]
-[--json PATH]``.
+In ``python -m bench`` this is row 0 (ours, http.client, requests, httpx only). Alone:
+``.venv/bin/python -m bench.transport [--exchanges 2000] [--reps 5] [--threads 8] [--json
+PATH]``.
 """
 
 from __future__ import annotations
@@ -220,6 +221,81 @@ def throughput(port: int, threads: int, per_thread: int) -> dict[str, float]:
     return results
 
 
+def start_server() -> tuple[subprocess.Popen[str], int]:
+    """The tiny keep-alive server in a subprocess, and its port."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.transport", "--serve"], stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None
+    return server, int(server.stdout.readline())
+
+
+def measure_all(
+    made: dict[str, Client], exchanges: int, reps: int
+) -> dict[str, list[tuple[float, float]]]:
+    """``(CPU s, wall s)`` per exchange for each client and rep (rotated order)."""
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in made}
+    names = list(made)
+    for rep in range(reps):
+        order = names[rep % len(names) :] + names[: rep % len(names)]
+        for name in order:
+            # Only the "+ telemetry handler" client pays for a handler: attach per run.
+            if name == "ours + telemetry handler":
+                telemetry.attach(
+                    "bench-handler",
+                    [telemetry.HTTP_REQUEST_START, telemetry.HTTP_REQUEST_STOP],
+                    lambda event, measurements, metadata, config: None,
+                )
+            try:
+                samples[name].append(measure(made[name], exchanges))
+            finally:
+                telemetry.detach("bench-handler")
+    return samples
+
+
+#: The clients of the harness's row 0.
+HARNESS_CLIENTS = ("http.client", "requests Session.post", "httpx Client.post", "ours")
+
+
+def run(settings: Any, progress: Any) -> list[Any]:
+    """Row 0: client CPU per HTTP exchange, ours vs the http.client floor (no target)."""
+    from bench._common import Row, Stat
+
+    progress(f"HTTP exchange cost ({settings.exchanges} exchanges x {settings.reps})")
+    server, port = start_server()
+    made, closers = clients(port)
+    try:
+        chosen = {name: made[name] for name in HARNESS_CLIENTS if name in made}
+        samples = measure_all(chosen, settings.exchanges, settings.reps)
+    finally:
+        for close in closers:
+            close()
+        server.kill()
+        server.wait(timeout=10)
+
+    def cpu_us(name: str) -> Stat:
+        return Stat.of(s[0] * 1e6 for s in samples[name])
+
+    labels = []
+    extra = {}
+    for name, short in (("requests Session.post", "requests"), ("httpx Client.post", "httpx")):
+        if name in samples:
+            extra[short] = cpu_us(name)
+            labels.append(f"{short} {extra[short].median:.0f}")
+    return [
+        Row(
+            "0 one HTTP exchange: client CPU",
+            "us",
+            cpu_us("ours"),
+            None,
+            cpu_us("http.client"),
+            floor_label=", ".join(labels),
+            extra=extra,
+            digits=0,
+        )
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -232,29 +308,11 @@ def main() -> None:
         serve()
         return
 
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True
-    )
-    assert server.stdout is not None
-    port = int(server.stdout.readline())
+    server, port = start_server()
     made, closers = clients(port)
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in made}
     names = list(made)
     try:
-        for rep in range(args.reps):
-            order = names[rep % len(names) :] + names[: rep % len(names)]
-            for name in order:
-                # Only the "+ telemetry handler" client pays for a handler: attach per run.
-                if name == "ours + telemetry handler":
-                    telemetry.attach(
-                        "bench-handler",
-                        [telemetry.HTTP_REQUEST_START, telemetry.HTTP_REQUEST_STOP],
-                        lambda event, measurements, metadata, config: None,
-                    )
-                try:
-                    samples[name].append(measure(made[name], args.exchanges))
-                finally:
-                    telemetry.detach("bench-handler")
+        samples = measure_all(made, args.exchanges, args.reps)
         rates = throughput(port, args.threads, args.exchanges // 4) if args.threads else {}
     finally:
         for close in closers:

@@ -1,0 +1,128 @@
+"""``python -m bench``: every workload, ours vs the official SDK vs a floor, in one run.
+
+Prints one table (workload, unit, ours, official, floor, ratios, target, met?) and writes
+``bench/results/latest.json`` (figures with min / max and every repetition, the machine, the
+command). ``--smoke`` runs every workload at a tiny size in seconds (the test suite's check
+that the harness works; its figures mean nothing). See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from bench import embedded, encode, fanout, footprint, pipelining, sequential, transport
+from bench._common import Row, format_table, machine
+from bench._servers import Server
+from bench._settings import FULL, SMOKE, Settings
+
+WORKLOADS = ("transport", "sequential", "fanout", "encode", "pipelining", "footprint", "embedded")
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+def _cpus(text: str | None) -> tuple[int, ...] | None:
+    return None if not text else tuple(int(c) for c in text.split(","))
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds (tests)")
+    parser.add_argument(
+        "--only", default=",".join(WORKLOADS), help=f"comma-separated subset of {WORKLOADS}"
+    )
+    parser.add_argument("--reps", type=int, help="repetitions of each timed block")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
+    parser.add_argument("--no-output", action="store_true", help="write no JSON file")
+    parser.add_argument("--server-cpus", help="pin the servers to these CPUs, e.g. 0")
+    parser.add_argument("--client-cpus", help="pin the client processes to these CPUs, e.g. 1")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return parser.parse_args(argv)
+
+
+def run(settings: Settings, only: list[str], progress: Callable[[str], None]) -> list[Row]:
+    """Run the chosen workloads (servers started and stopped here); their rows in order."""
+    unknown = set(only) - set(WORKLOADS)
+    if unknown:
+        raise SystemExit(f"unknown workloads: {sorted(unknown)} (choose from {WORKLOADS})")
+    rows: list[Row] = []
+    footprint_rows: list[Row] = []
+    if "transport" in only:
+        rows += transport.run(settings, progress)
+    if {"sequential", "fanout", "footprint"} & set(only):
+        with Server("null", cpus=settings.server_cpus) as server:
+            if "sequential" in only:
+                rows += sequential.run(settings, server, progress)
+            if "fanout" in only:
+                rows += fanout.run(settings, server, progress)
+            if "footprint" in only:
+                footprint_rows = footprint.run(settings, server, progress)
+    if "encode" in only:
+        rows += encode.run(settings, progress)
+    if "pipelining" in only:
+        rows += pipelining.run(settings, progress)
+    rows += footprint_rows
+    if "embedded" in only:
+        rows += embedded.run(settings, progress)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print the table, write the JSON; exit status 0 (targets missed are reported)."""
+    args = parse(argv)
+    settings = SMOKE if args.smoke else FULL
+    if args.reps is not None:
+        settings = replace(settings, reps=args.reps)
+    settings = replace(
+        settings, server_cpus=_cpus(args.server_cpus), client_cpus=_cpus(args.client_cpus)
+    )
+    only = [w.strip() for w in args.only.split(",") if w.strip()]
+    started = time.monotonic()
+    when = datetime.datetime.now(datetime.UTC)
+    host = machine()
+
+    def progress(text: str) -> None:
+        if not args.quiet:
+            print(f"[{time.monotonic() - started:6.1f} s] {text}", file=sys.stderr, flush=True)
+
+    rows = run(settings, only, progress)
+    elapsed = time.monotonic() - started
+    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(
+        f"tinkex_actors benchmark, {when:%Y-%m-%d %H:%M} UTC, {host['cpu']} "
+        f"({host['cores']} cores, {host['memory']}), Python {host['python']}, "
+        f"tinker {host['versions']['tinker']}; {elapsed:.0f} s"
+    )
+    print(f"command: {command.strip()}; medians of {settings.reps} reps (min/max in the JSON)")
+    print(format_table(rows))
+    missed = [row.workload for row in rows if row.met() == "NO"]
+    print(f"targets met: {sum(row.met() == 'yes' for row in rows)}/"
+          f"{sum(row.met() != '-' for row in rows)}"
+          + (f"; missed: {', '.join(missed)}" if missed else ""), flush=True)  # fmt: skip
+    if not args.no_output:
+        result: dict[str, Any] = {
+            "date": when.isoformat(timespec="seconds"),
+            "command": command.strip(),
+            "elapsed_s": round(elapsed, 1),
+            "machine": host,
+            "load_average_end": os.getloadavg()[0],
+            "settings": asdict(settings),
+            "smoke": args.smoke,
+            "rows": [row.to_json() for row in rows],
+            "table": format_table(rows),
+        }
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""How big each workload is: the full run (``make bench``) and the smoke run (tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and repetitions of every workload.
+
+    Attributes:
+        reps: repetitions of every timed block (the table shows their median).
+        calls / warmup: sequential calls per block, and untimed calls first.
+        samples / fan_threads: samples per fan-out, threads our SDK submits from.
+        datums / tokens: the big-batch encode.
+        steps / simulate_ms: pipelined training steps, the null engine's simulated work.
+        mixed: requests of the footprint's mixed phase.
+        import_reps: fresh interpreters per SDK for the import time.
+        exchanges: HTTP exchanges per transport block.
+        torch_steps / torch_samples: calls per block of the embedded-server workload.
+        server_cpus / client_cpus: CPU pinning (None: none).
+    """
+
+    reps: int = 5
+    calls: int = 200
+    warmup: int = 20
+    samples: int = 2000
+    fan_threads: int = 32
+    datums: int = 128
+    tokens: int = 2048
+    steps: int = 20
+    simulate_ms: float = 50.0
+    mixed: int = 10_000
+    import_reps: int = 7
+    exchanges: int = 1000
+    torch_steps: int = 4
+    torch_samples: int = 4
+    server_cpus: tuple[int, ...] | None = None
+    client_cpus: tuple[int, ...] | None = None
+
+
+FULL = Settings()
+
+#: A few seconds per workload: keeps the harness working in ``make test``.
+SMOKE = replace(
+    FULL,
+    reps=1,
+    calls=3,
+    warmup=1,
+    samples=24,
+    fan_threads=4,
+    datums=4,
+    tokens=64,
+    steps=2,
+    simulate_ms=5.0,
+    mixed=24,
+    import_reps=1,
+    exchanges=20,
+    torch_steps=1,
+    torch_samples=1,
+)

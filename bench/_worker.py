@@ -1,0 +1,107 @@
+"""A benchmark worker: one client (driver) in its own process, driven over a pipe.
+
+Run by :class:`bench._workers.Worker` as ``python -m bench._worker DRIVER BASE_URL API_KEY
+SPEC_JSON [CPUS]``. It reads one JSON command per line on stdin and answers one JSON line on
+the original stdout (anything the client libraries print goes to stderr). Timings are taken
+here, in the client's own process: ``wall_s`` with ``time.perf_counter`` and ``cpu_s`` with
+``time.process_time`` (every thread of the process: the official SDK's loop thread and our
+actor and worker threads count as client CPU).
+
+Commands: ``{"op": "setup"}``; ``{"op": "run", "call": "fb"|"optim"|"sample"|"step",
+"n": N}``; ``{"op": "fanout", "n": N}``; ``{"op": "mixed", "n": N}``; ``{"op": "probe"}``
+(RSS and thread count); ``{"op": "close"}``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from bench._common import rss_and_threads
+from bench._drivers import DRIVERS, Spec
+
+
+def _timed(fn: Any, *args: Any) -> dict[str, Any]:
+    gc.collect()
+    cpu, wall = time.process_time(), time.perf_counter()
+    value = fn(*args)
+    return {
+        "wall_s": time.perf_counter() - wall,
+        "cpu_s": time.process_time() - cpu,
+        "value": value,
+    }
+
+
+def _peak_threads(fn: Any, *args: Any) -> dict[str, Any]:
+    # Sample the OS thread count while ``fn`` runs.
+    peak = [rss_and_threads()[1]]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.05):
+            peak[0] = max(peak[0], rss_and_threads()[1])
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        result = _timed(fn, *args)
+    finally:
+        stop.set()
+        watcher.join()
+    # The watcher itself is not the client's.
+    result["peak_threads"] = peak[0] - 1
+    return result
+
+
+def main() -> None:
+    name, base_url, api_key, spec_json = sys.argv[1:5]
+    if len(sys.argv) > 5 and sys.argv[5]:
+        os.sched_setaffinity(0, {int(c) for c in sys.argv[5].split(",")})
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    spec = Spec(**json.loads(spec_json))
+    driver = DRIVERS[name]()
+    for line in sys.stdin:
+        command = json.loads(line)
+        op = command["op"]
+        try:
+            if op == "setup":
+                reply = _timed(driver.setup, base_url, api_key, spec)
+            elif op == "run":
+                call = getattr(driver, command["call"])
+                n = int(command["n"])
+
+                def loop(call: Any = call, n: int = n) -> int:
+                    for _ in range(n):
+                        call()
+                    return n
+
+                reply = _timed(loop)
+            elif op == "fanout":
+                reply = _peak_threads(driver.fanout, int(command["n"]))
+            elif op == "mixed":
+                reply = _peak_threads(driver.mixed, int(command["n"]))
+            elif op == "probe":
+                gc.collect()
+                rss, threads = rss_and_threads()
+                reply = {"rss_mb": rss, "threads": threads}
+            elif op == "close":
+                reply = _timed(driver.close)
+            else:
+                reply = {"error": f"unknown op {op!r}"}
+        except BaseException:
+            reply = {"error": traceback.format_exc()}
+        out.write(json.dumps(reply) + "\n")
+        if op == "close":
+            break
+
+
+if __name__ == "__main__":
+    main()
