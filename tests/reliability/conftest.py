@@ -13,11 +13,17 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tinkex_actors import telemetry
 
 from ._faults import Policy
 from ._proxy import FaultProxy
@@ -83,3 +89,41 @@ def server_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*map(str, certificate))
     return context
+
+
+@dataclass
+class Heartbeats:
+    """Heartbeat outcomes of one tenant, from telemetry (times from ``time.monotonic``)."""
+
+    ok: int = 0
+    failed: int = 0
+    ok_after_failure: int = 0
+    last_ok: float = 0.0
+
+
+@pytest.fixture
+def heartbeats() -> Iterator[Callable[[str], Heartbeats]]:
+    """Heartbeat outcomes by tenant id, recorded from telemetry during the test."""
+    seen: dict[str, Heartbeats] = defaultdict(Heartbeats)
+    lock = threading.Lock()
+
+    def on_event(event: Any, measurements: Any, metadata: Any, config: Any) -> None:
+        if not str(metadata.get("path", "")).endswith("/session_heartbeat"):
+            return
+        with lock:
+            beats = seen[metadata["tenant_id"]]
+            if event == telemetry.HTTP_REQUEST_STOP:
+                beats.ok += 1
+                beats.last_ok = time.monotonic()
+                if beats.failed:
+                    beats.ok_after_failure += 1
+            else:
+                beats.failed += 1
+
+    telemetry.attach(
+        "reliability-heartbeats",
+        [telemetry.HTTP_REQUEST_STOP, telemetry.HTTP_REQUEST_EXCEPTION],
+        on_event,
+    )
+    yield lambda tenant_id: seen[tenant_id]
+    telemetry.detach("reliability-heartbeats")

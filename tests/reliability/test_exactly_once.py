@@ -20,17 +20,15 @@ with every step applied exactly once.
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from _servers import ServerHandle
 
-from tinkex_actors import Config, ServiceClient, telemetry
+from tinkex_actors import Config, ServiceClient
 from tinkex_actors.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -53,7 +51,7 @@ from ._training import (
     tensors,
     train,
 )
-from .conftest import MakeProxy
+from .conftest import Heartbeats, MakeProxy
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
@@ -85,41 +83,6 @@ def reference(torch_server: ServerHandle, tmp_path_factory: pytest.TempPathFacto
         finally:
             rest.close()
     return Reference(losses, files)
-
-
-@dataclass
-class Heartbeats:
-    """Heartbeat outcomes of one tenant, from telemetry."""
-
-    ok: int = 0
-    failed: int = 0
-    ok_after_failure: int = 0
-
-
-@pytest.fixture
-def heartbeats() -> Iterator[Callable[[str], Heartbeats]]:
-    seen: dict[str, Heartbeats] = defaultdict(Heartbeats)
-    lock = threading.Lock()
-
-    def on_event(event: Any, measurements: Any, metadata: Any, config: Any) -> None:
-        if not str(metadata.get("path", "")).endswith("/session_heartbeat"):
-            return
-        with lock:
-            beats = seen[metadata["tenant_id"]]
-            if event == telemetry.HTTP_REQUEST_STOP:
-                beats.ok += 1
-                if beats.failed:
-                    beats.ok_after_failure += 1
-            else:
-                beats.failed += 1
-
-    telemetry.attach(
-        "reliability-heartbeats",
-        [telemetry.HTTP_REQUEST_STOP, telemetry.HTTP_REQUEST_EXCEPTION],
-        on_event,
-    )
-    yield lambda tenant_id: seen[tenant_id]
-    telemetry.detach("reliability-heartbeats")
 
 
 def _server_futures(proxy: FaultProxy, model_id: str) -> dict[int, set[str]]:

@@ -80,7 +80,7 @@ def test_restart_keeps_sessions_runs_checkpoints_and_training_is_exact(
         assert "create_training_client_from_state" in gone.json()["detail"]
         assert (
             api.post("/retrieve_future", {"request_id": old_future["request_id"]}).status_code
-            == 404
+            == 410
         )
         # The sampler made from a path is rebuilt on demand.
         sample = api.result(

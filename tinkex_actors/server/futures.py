@@ -36,6 +36,7 @@ class ResultKind(Enum):
 
 
 _PENDING, _DONE, _FAILED = 0, 1, 2
+_HEX = frozenset("0123456789abcdef")
 
 
 class FutureRecord:
@@ -139,7 +140,8 @@ class FutureStore:
         self._clock = clock
         self._futures: dict[str, FutureRecord] = {}
         self._lock = threading.Lock()
-        # A per-boot prefix: ids from before a restart are unknown (404), never confused.
+        # A per-boot prefix: ids from before a restart are never confused with new ones, and
+        # are recognised as lost (410) rather than unknown (404).
         self._prefix = secrets.token_hex(4)
         self._counter = itertools.count(1)
 
@@ -159,6 +161,21 @@ class FutureStore:
         if record is None or record.tenant != tenant:
             return None
         return record
+
+    def from_earlier_run(self, request_id: str) -> bool:
+        """Whether ``request_id`` has the form of this server's ids but an earlier boot's prefix.
+
+        Such a future's result was lost when the server stopped: the caller should submit the
+        request again (the SDK re-submits samples on 410), not treat it as a bad id.
+        """
+        prefix, sep, number = request_id.partition("-")
+        return (
+            bool(sep)
+            and prefix != self._prefix
+            and len(prefix) == len(self._prefix)
+            and all(ch in _HEX for ch in prefix)
+            and number.isdigit()
+        )
 
     def sweep(self) -> int:
         """Drop futures finished more than ``ttl`` seconds ago; returns how many."""

@@ -4,7 +4,8 @@ A pending future is held up to ``--poll-hold-seconds`` (below the client's 45 s 
 then answered ``{"type": "try_again", ...}``. Failures are HTTP 200 ``{"error", "category"}``.
 Results of forward_backward and asample are protobuf when ``Accept`` asks for
 ``application/x-protobuf``, otherwise their legacy JSON shapes; everything else is JSON.
-Unknown (or foreign, or evicted) request ids are 404.
+Unknown (or foreign, or evicted) request ids are 404; ids issued before the server restarted
+are 410 (the result is lost: submit again).
 
 It is the hottest endpoint (every client polls every future), so it is served by a small
 pure-ASGI layer in front of FastAPI's router (inside the auth guard), which costs several
@@ -93,6 +94,15 @@ class FuturesEndpoint:
         state: ServerState = scope["app"].state.server
         record = state.futures.get(request_id, scope["state"]["tenant"])
         if record is None:
+            if state.futures.from_earlier_run(request_id):
+                # Its result died with the previous server process: 410 tells the client to
+                # submit again (the SDK re-submits samples), where 404 would be a dead end.
+                message = (
+                    f"future {request_id!r} was issued before this server restarted and its "
+                    "result is lost; submit the request again"
+                )
+                await _detail(send, 410, message)
+                return
             message = f"unknown future {request_id!r} (never issued, expired, or not yours)"
             await _detail(send, 404, message)
             return
