@@ -14,6 +14,7 @@ help:
 	@echo "make demo    fine-tune the tiny model on the embedded server, sample, save, plot"
 	@echo "make test    lint, type check and the whole test suite"
 	@echo "make bench   benchmarks against the official SDK (a few minutes; not in make test)"
+	@echo "make soak    10-minute soak: memory, threads and errors under mixed load"
 	@echo "make proto   regenerate tinkex_actors/wire/tinker_public_pb2.py from the .proto"
 	@echo "make server  run the embedded server on 127.0.0.1:8000"
 
@@ -48,6 +49,11 @@ pytest: $(VENV)/.test-installed
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python -m bench
+
+# 10 minutes of mixed training and sampling on an embedded null server: RSS growth, threads,
+# errors (bench/soak.py; `make test` runs a 30-second version).
+soak: $(VENV)/.test-installed
+	$(BIN)/python bench/soak.py --seconds 600
 
 proto: $(VENV)/.test-installed
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. \
