@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tinkex_actors.config import Config
-from tinkex_actors.transport import HTTPTransport, RequestsBackend, Urllib3Backend
+from tinkex_actors.transport import HTTPTransport, RequestsBackend, SocketBackend, Urllib3Backend
 
 from ._server import LocalServer
 
@@ -32,7 +32,7 @@ def other_server() -> Iterator[LocalServer]:
     srv.stop()
 
 
-@pytest.fixture(params=["urllib3", "requests"])
+@pytest.fixture(params=["socket", "urllib3", "requests"])
 def backend_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -47,7 +47,8 @@ def make_transport(backend_kind: str) -> Iterator[MakeTransport]:
             k: kwargs.pop(k) for k in ("sleep", "uniform", "wall_clock") if k in kwargs
         }
         config = Config(api_key=kwargs.pop("api_key", API_KEY), base_url=base_url, **kwargs)
-        backend = Urllib3Backend(config) if backend_kind == "urllib3" else RequestsBackend(config)
+        backends = {"socket": SocketBackend, "urllib3": Urllib3Backend, "requests": RequestsBackend}
+        backend = backends[backend_kind](config)
         transport = HTTPTransport(config, backend=backend, **transport_kwargs)
         made.append(transport)
         return transport

@@ -12,8 +12,9 @@ Obtain a tenant's transport from the process-wide registry and give it back when
         release_transport(transport)            # the last holder closes the pool
 
 See ``docs/configuration.md`` (options) and ``docs/telemetry.md`` (events). The backend, the
-low-level sender, can be swapped: :class:`Urllib3Backend` (default), :class:`RequestsBackend`,
-or a fake from :mod:`tinkex_actors.testing`.
+low-level sender, can be swapped: :class:`SocketBackend` (default: keep-alive HTTP/1.1 on
+sockets for the base URL, urllib3 for the rest), :class:`Urllib3Backend`,
+:class:`RequestsBackend`, or a fake from :mod:`tinkex_actors.testing`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tinkex_actors.transport._registry import (
 )
 from tinkex_actors.transport._requests_backend import RequestsBackend
 from tinkex_actors.transport._retry import RetryPolicy
+from tinkex_actors.transport._socket_backend import SocketBackend
 from tinkex_actors.transport._types import (
     Backend,
     RawResponse,
@@ -47,6 +49,7 @@ __all__ = [
     "RequestsBackend",
     "Response",
     "RetryPolicy",
+    "SocketBackend",
     "StreamResponse",
     "Timeouts",
     "TransportRegistry",

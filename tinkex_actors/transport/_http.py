@@ -30,7 +30,6 @@ from tinkex_actors.errors import (
     excerpt,
     status_error_class,
 )
-from tinkex_actors.transport._backend import Urllib3Backend
 from tinkex_actors.transport._checks import (
     check_body,
     check_headers,
@@ -50,6 +49,7 @@ from tinkex_actors.transport._headers import (
     tenant_headers,
 )
 from tinkex_actors.transport._retry import RetryPolicy
+from tinkex_actors.transport._socket_backend import SocketBackend
 from tinkex_actors.transport._stream import REDIRECTS, open_stream
 from tinkex_actors.transport._types import (
     Backend,
@@ -100,7 +100,7 @@ class HTTPTransport:
 
     Args:
         config: the tenant.
-        backend: the low-level sender; default :class:`Urllib3Backend` for ``config``.
+        backend: the low-level sender; default :class:`SocketBackend` for ``config``.
         sleep: called with each retry delay (tests pass a recorder instead of sleeping).
         uniform: returns the jitter draw in [0, 1) (tests pass a constant).
         wall_clock: POSIX time, used to read ``retry-after`` HTTP dates.
@@ -120,7 +120,7 @@ class HTTPTransport:
         policy: RetryPolicy | None = None,
     ) -> None:
         self._config = config
-        self._backend: Backend = backend if backend is not None else Urllib3Backend(config)
+        self._backend: Backend = backend if backend is not None else SocketBackend(config)
         self._sleep = sleep
         self._uniform = uniform
         self._wall_clock = wall_clock
