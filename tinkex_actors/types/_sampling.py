@@ -191,8 +191,19 @@ class SampleResponse:
         """Stamp each sequence with its id from the future's ``sample_sequence_ids``.
 
         Raises:
+            ValidationError: ``sequence_ids`` is not a list of strings.
             ResponseDecodeError: the server announced a different number of ids.
         """
+        given: object = sequence_ids
+        if (
+            isinstance(given, str)
+            or not isinstance(given, Sequence)
+            or not all(isinstance(sid, str) for sid in given)
+        ):
+            raise ValidationError(
+                f"expected a list of strings, got {v.type_name(given)}",
+                field="SampleResponse.sequence_ids",
+            )
         if len(sequence_ids) != len(self.sequences):
             raise ResponseDecodeError(
                 f"the sample future announced {len(sequence_ids)} sequence ids but the result "
