@@ -19,10 +19,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench import embedded, encode, fanout, footprint, pipelining, sequential, transport
 from bench._common import Row, format_table, machine
 from bench._servers import Server
 from bench._settings import FULL, SMOKE, Settings
+from bench._workers import close_all
 
 WORKLOADS = ("transport", "sequential", "fanout", "encode", "pipelining", "footprint", "embedded")
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -53,24 +53,41 @@ def run(settings: Settings, only: list[str], progress: Callable[[str], None]) ->
     unknown = set(only) - set(WORKLOADS)
     if unknown:
         raise SystemExit(f"unknown workloads: {sorted(unknown)} (choose from {WORKLOADS})")
+    # Workload modules are imported when run: `import tinker` alone takes seconds.
     rows: list[Row] = []
     footprint_rows: list[Row] = []
     if "transport" in only:
+        from bench import transport
+
         rows += transport.run(settings, progress)
     if {"sequential", "fanout", "footprint"} & set(only):
+        from bench import fanout, footprint, sequential
+
         with Server("null", cpus=settings.server_cpus) as server:
-            if "sequential" in only:
-                rows += sequential.run(settings, server, progress)
-            if "fanout" in only:
-                rows += fanout.run(settings, server, progress)
+            if {"sequential", "fanout"} & set(only):
+                progress("starting the clients")
+                workers = sequential.start(settings, server)
+                try:
+                    if "sequential" in only:
+                        rows += sequential.run(settings, workers, progress)
+                    if "fanout" in only:
+                        rows += fanout.run(settings, workers, progress)
+                finally:
+                    close_all(workers)
             if "footprint" in only:
                 footprint_rows = footprint.run(settings, server, progress)
     if "encode" in only:
+        from bench import encode
+
         rows += encode.run(settings, progress)
     if "pipelining" in only:
+        from bench import pipelining
+
         rows += pipelining.run(settings, progress)
     rows += footprint_rows
     if "embedded" in only:
+        from bench import embedded
+
         rows += embedded.run(settings, progress)
     return rows
 

@@ -85,16 +85,19 @@ class Row:
     targets: list[Target] = field(default_factory=list)
     digits: int = 2
     note: str = ""
+    ratios: bool = True
 
     def ratio_official(self) -> float | None:
-        """ours / official (medians)."""
-        if self.ours is None or self.official is None or not self.official.median:
+        """ours / official (medians); None where a ratio means nothing (differences)."""
+        if not self.ratios or self.ours is None or self.official is None:
+            return None
+        if not self.official.median:
             return None
         return self.ours.median / self.official.median
 
     def ratio_floor(self) -> float | None:
         """ours / floor (medians)."""
-        if self.ours is None or self.floor is None or not self.floor.median:
+        if not self.ratios or self.ours is None or self.floor is None or not self.floor.median:
             return None
         return self.ours.median / self.floor.median
 

@@ -28,7 +28,8 @@ _IMPORT = "import time; t = time.perf_counter(); import {module}; print(time.per
 def import_times(reps: int) -> dict[str, list[float]]:
     """Seconds to import each SDK in fresh interpreters (alternating order)."""
     times: dict[str, list[float]] = {"tinkex_actors": [], "tinker": []}
-    run_quiet(python_command("-c", "import tinkex_actors, tinker"), 120)  # warm the file cache
+    if reps > 1:  # warm the file cache first (not in the one-rep smoke run)
+        run_quiet(python_command("-c", "import tinkex_actors, tinker"), 120)
     for rep in range(reps):
         modules = ["tinkex_actors", "tinker"]
         if rep % 2:
@@ -89,6 +90,7 @@ def run(settings: Settings, server: Server, progress: Progress) -> list[Row]:
                 f"{official['rss_start']:.1f} -> {official['rss_fanout']:.1f} MiB"
             ),
             digits=1,
+            ratios=False,
         ),
         Row(
             f"5 RSS growth over {settings.mixed} mixed requests",
@@ -101,6 +103,7 @@ def run(settings: Settings, server: Server, progress: Progress) -> list[Row]:
                 f"{official['rss_fanout']:.1f} -> {official['rss_mixed']:.1f} MiB"
             ),
             digits=1,
+            ratios=False,
         ),
         Row(
             f"5 threads at start -> after {settings.samples} samples",
@@ -114,6 +117,7 @@ def run(settings: Settings, server: Server, progress: Progress) -> list[Row]:
                 f"(peak {official['peak_threads_fanout']:.0f})"
             ),
             digits=0,
+            ratios=False,
         ),
         Row(
             f"5 thread growth over {settings.mixed} mixed requests",
@@ -126,6 +130,7 @@ def run(settings: Settings, server: Server, progress: Progress) -> list[Row]:
                 f"{official['threads_fanout']:.0f} -> {official['threads_mixed']:.0f}"
             ),
             digits=0,
+            ratios=False,
         ),
         Row(
             "5 import time",

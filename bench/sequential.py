@@ -15,7 +15,7 @@ from bench._common import Progress, Row, Stat, Target
 from bench._drivers import Spec
 from bench._servers import Server
 from bench._settings import Settings
-from bench._workers import close_all, start_all
+from bench._workers import Worker, start_all
 
 CLIENTS = ("ours", "official", "http.client", "requests")
 CALLS = (
@@ -25,33 +25,35 @@ CALLS = (
 )
 
 
+def start(settings: Settings, server: Server) -> dict[str, Worker]:
+    """The four clients, set up (they serve the fan-out workload too)."""
+    spec = Spec(threads=settings.fan_threads)
+    return start_all(CLIENTS, server.base_url, spec, settings.client_cpus)
+
+
 def measure(
-    settings: Settings, server: Server, progress: Progress
+    settings: Settings, workers: dict[str, Worker], progress: Progress
 ) -> dict[str, dict[str, list[tuple[float, float]]]]:
     """Per call and client: ``(wall s, CPU s)`` per call for each block."""
-    workers = start_all(CLIENTS, server.base_url, Spec(), settings.client_cpus)
     out: dict[str, dict[str, list[tuple[float, float]]]] = {}
-    try:
-        for call, label in CALLS:
-            progress(f"sequential {label}")
-            results: dict[str, list[tuple[float, float]]] = {name: [] for name in CLIENTS}
-            for worker in workers.values():
-                worker.ask("run", call=call, n=settings.warmup)
-            for rep in range(settings.reps):
-                order = CLIENTS[rep % len(CLIENTS) :] + CLIENTS[: rep % len(CLIENTS)]
-                for name in order:
-                    reply = workers[name].ask("run", call=call, n=settings.calls)
-                    n = settings.calls
-                    results[name].append((reply["wall_s"] / n, reply["cpu_s"] / n))
-            out[call] = results
-    finally:
-        close_all(workers)
+    for call, label in CALLS:
+        progress(f"sequential {label}")
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in CLIENTS}
+        for worker in workers.values():
+            worker.ask("run", call=call, n=settings.warmup)
+        for rep in range(settings.reps):
+            order = CLIENTS[rep % len(CLIENTS) :] + CLIENTS[: rep % len(CLIENTS)]
+            for name in order:
+                reply = workers[name].ask("run", call=call, n=settings.calls)
+                n = settings.calls
+                results[name].append((reply["wall_s"] / n, reply["cpu_s"] / n))
+        out[call] = results
     return out
 
 
-def run(settings: Settings, server: Server, progress: Progress) -> list[Row]:
+def run(settings: Settings, workers: dict[str, Worker], progress: Progress) -> list[Row]:
     """The sequential rows: wall ms per call (with targets) and client CPU ms per call."""
-    data = measure(settings, server, progress)
+    data = measure(settings, workers, progress)
     rows = []
     for call, label in CALLS:
         results = data[call]

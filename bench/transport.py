@@ -1,6 +1,6 @@
 """HTTP transport cost per exchange: tinkex_actors vs bare clients, against one local server.
 
-A tiny keep-alive HTTP/1.1 server runs in a **subprocess** (this script with ``--serve``), so
+A tiny keep-alive HTTP/1.1 server runs in a **subprocess** (:mod:`bench._echo_server`), so
 ``time.process_time()`` in this process counts only client CPU. Every client sends the same
 POST (a 200-byte JSON body, the headers a Tinker call carries) and reads a small JSON answer,
 sequentially on one connection. Each repetition runs every client once, in a rotated order
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import http.server
 import json
 import platform
 import statistics
@@ -62,33 +61,6 @@ HEADERS = {
     "x-stainless-read-timeout": "60",
     "X-Idempotency-Key": "tinkex-retry-0123456789abcdef0123456789abcdef",
 }
-ANSWER = b'{"request_id":"123","model_id":"m","type":"future"}'
-
-
-# ------------------------------------------------------------------------------ server
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(ANSWER)))
-        self.end_headers()
-        self.wfile.write(ANSWER)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def serve() -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
 
 
 # ------------------------------------------------------------------------------ clients
@@ -224,7 +196,7 @@ def throughput(port: int, threads: int, per_thread: int) -> dict[str, float]:
 def start_server() -> tuple[subprocess.Popen[str], int]:
     """The tiny keep-alive server in a subprocess, and its port."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "bench.transport", "--serve"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "bench._echo_server"], stdout=subprocess.PIPE, text=True
     )
     assert server.stdout is not None
     return server, int(server.stdout.readline())
@@ -298,15 +270,11 @@ def run(settings: Any, progress: Any) -> list[Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--exchanges", type=int, default=2000)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
-    if args.serve:
-        serve()
-        return
 
     server, port = start_server()
     made, closers = clients(port)

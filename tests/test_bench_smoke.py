@@ -1,0 +1,79 @@
+"""``python -m bench --smoke``: the benchmark harness still runs end to end.
+
+Tiny sizes, one repetition: the figures mean nothing and nothing is asserted about them (the
+benchmark's job is ``make bench``). What must hold: every workload ran against its servers
+with our SDK, the official SDK and the floors, the table printed, and the JSON has a finite
+figure for every client of every row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(tmp_path: Path, workloads: str) -> tuple[str, dict[str, Any]]:
+    output = tmp_path / "latest.json"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "bench", "--smoke", "--quiet",
+            "--only", workloads, "--output", str(output),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    result: dict[str, Any] = json.loads(output.read_text())
+    return done.stdout, result
+
+
+def _check_rows(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        for client in ("ours", "official", "floor"):
+            stat = row[client]
+            if stat is not None:
+                assert all(math.isfinite(v) for v in stat["values"]), (row["workload"], client)
+        assert row["met"] in ("yes", "NO", "-")
+
+
+def test_every_workload_but_the_torch_one(tmp_path: Path) -> None:
+    stdout, result = _run(tmp_path, "transport,sequential,fanout,encode,pipelining,footprint")
+    assert re.search(r"^workload +\| unit +\| ours", stdout, re.MULTILINE)
+    assert "targets met:" in stdout
+    assert result["smoke"] is True
+    rows = result["rows"]
+    assert {row["workload"].split()[0] for row in rows} == {"0", "1", "2", "3", "4", "5"}
+    by_name = {row["workload"]: row for row in rows}
+    forward = by_name["1 seq forward_backward 1x16"]
+    # Our SDK, the official SDK and both floors each ran the sequential calls.
+    assert all(forward[client] for client in ("ours", "official", "floor"))
+    assert forward["extra"]["requests"]
+    assert [t["kind"] for t in forward["targets"]] == ["official", "floor"]
+    assert all(row["ours"] is not None for row in rows)
+    _check_rows(rows)
+    assert result["table"].splitlines()[0].startswith("workload")
+
+
+@pytest.mark.torch
+def test_embedded_torch_workload(tmp_path: Path) -> None:
+    _, result = _run(tmp_path, "embedded")
+    rows = result["rows"]
+    assert [row["workload"] for row in rows] == [
+        "6 torch train step 8x128",
+        "6 torch sample 32 tokens",
+    ]
+    for row in rows:
+        assert all(row[client] for client in ("ours", "official", "floor"))
+    _check_rows(rows)
