@@ -8,13 +8,14 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 # Every install goes through constraints.txt: torch stays at the offline CPU build.
 PIPI   := $(PIP) install -q -c constraints.txt
 
-.PHONY: help demo test lint typecheck pytest bench bench-smoke proto server soak clean
+.PHONY: help demo docs test lint typecheck pytest bench bench-smoke proto server soak clean
 
 help:
 	@echo "make demo    fine-tune the tiny model on the embedded server, sample, save, plot"
 	@echo "make test    lint, type check and the whole test suite"
 	@echo "make bench   benchmarks against the official SDK (a few minutes; not in make test)"
 	@echo "make soak    10-minute soak: memory, threads and errors under mixed load"
+	@echo "make docs    regenerate the API reference (docs/api/) from the docstrings"
 	@echo "make proto   regenerate tinkex_actors/wire/tinker_public_pb2.py from the .proto"
 	@echo "make server  run the embedded server on 127.0.0.1:8000"
 
@@ -37,7 +38,7 @@ demo: $(VENV)/.demo-installed
 
 test: $(VENV)/.test-installed lint pytest
 
-LINT_PATHS := $(wildcard tinkex_actors tests examples bench)
+LINT_PATHS := $(wildcard tinkex_actors tests examples bench docs/gen_api.py)
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check $(LINT_PATHS)
@@ -54,6 +55,9 @@ bench: $(VENV)/.test-installed
 # errors (bench/soak.py; `make test` runs a 30-second version).
 soak: $(VENV)/.test-installed
 	$(BIN)/python bench/soak.py --seconds 600
+
+docs: $(VENV)/.demo-installed
+	$(BIN)/python docs/gen_api.py
 
 proto: $(VENV)/.test-installed
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. \

@@ -41,6 +41,15 @@ def test_every_example_is_tested_and_listed_in_the_readme() -> None:
         assert f"{name}.py" in readme, name
 
 
+def test_readme_example_is_the_quickstart() -> None:
+    """The README's code is a cut of examples/quickstart.py, which the test below runs."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    (block,) = re.findall(r"## Example\n\n```python\n(.*?)```", readme, re.DOTALL)
+    quickstart = {line.strip() for line in (EXAMPLES / "quickstart.py").read_text().splitlines()}
+    missing = [line for line in block.splitlines() if line.strip() not in quickstart]
+    assert missing == []
+
+
 def _floats(pattern: str, text: str) -> list[float]:
     return [float(m) for m in re.findall(pattern, text)]
 
