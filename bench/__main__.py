@@ -26,6 +26,7 @@ from bench._workers import close_all
 
 WORKLOADS = ("transport", "sequential", "fanout", "encode", "pipelining", "footprint", "embedded")
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
+DEFAULT_CHART = Path(__file__).resolve().parent.parent / "docs" / "performance.png"
 
 
 def _cpus(text: str | None) -> tuple[int, ...] | None:
@@ -42,6 +43,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="repetitions of each timed block")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
     parser.add_argument("--no-output", action="store_true", help="write no JSON file")
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        default=DEFAULT_CHART,
+        help="redraw this PNG after a full run (default docs/performance.png)",
+    )
     parser.add_argument("--server-cpus", help="pin the servers to these CPUs, e.g. 0")
     parser.add_argument("--client-cpus", help="pin the client processes to these CPUs, e.g. 1")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -138,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")
+        if not args.smoke and set(only) == set(WORKLOADS):
+            from bench import chart
+
+            chart.draw(result, args.chart)
     return 0
 
 
