@@ -9,6 +9,7 @@ that the harness works; its figures mean nothing). See ``bench/README.md``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -19,7 +20,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench._common import Row, format_table, machine
+from bench._common import Progress, Row, format_table, machine
 from bench._servers import Server
 from bench._settings import FULL, SMOKE, Settings
 from bench._workers import close_all
@@ -55,48 +56,79 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(settings: Settings, only: list[str], progress: Callable[[str], None]) -> list[Row]:
-    """Run the chosen workloads (servers started and stopped here); their rows in order."""
+def _null_server_group(settings: Settings, only: set[str], progress: Progress) -> list[Row]:
+    from bench import fanout, footprint, sequential
+
+    rows: list[Row] = []
+    with Server("null", cpus=settings.server_cpus) as server:
+        if {"sequential", "fanout"} & only:
+            progress("starting the clients")
+            workers = sequential.start(settings, server)
+            try:
+                if "sequential" in only:
+                    rows += sequential.run(settings, workers, progress)
+                if "fanout" in only:
+                    rows += fanout.run(settings, workers, progress)
+            finally:
+                close_all(workers)
+        if "footprint" in only:
+            rows += footprint.run(settings, server, progress)
+    return rows
+
+
+def run(settings: Settings, only: list[str], progress: Progress) -> list[Row]:
+    """Run the chosen workloads (servers started and stopped here); their rows in order.
+
+    Workloads run one after another, except in the smoke run (``settings.parallel``), whose
+    figures mean nothing: there independent groups run at the same time to keep it short.
+    """
     unknown = set(only) - set(WORKLOADS)
     if unknown:
         raise SystemExit(f"unknown workloads: {sorted(unknown)} (choose from {WORKLOADS})")
+    chosen = set(only)
     # Workload modules are imported when run: `import tinker` alone takes seconds.
-    rows: list[Row] = []
-    footprint_rows: list[Row] = []
-    if "transport" in only:
-        from bench import transport
+    groups: list[Callable[[], list[Row]]] = []
+    if "transport" in chosen:
 
-        rows += transport.run(settings, progress)
-    if {"sequential", "fanout", "footprint"} & set(only):
-        from bench import fanout, footprint, sequential
+        def transport_group() -> list[Row]:
+            from bench import transport
 
-        with Server("null", cpus=settings.server_cpus) as server:
-            if {"sequential", "fanout"} & set(only):
-                progress("starting the clients")
-                workers = sequential.start(settings, server)
-                try:
-                    if "sequential" in only:
-                        rows += sequential.run(settings, workers, progress)
-                    if "fanout" in only:
-                        rows += fanout.run(settings, workers, progress)
-                finally:
-                    close_all(workers)
-            if "footprint" in only:
-                footprint_rows = footprint.run(settings, server, progress)
-    if "encode" in only:
-        from bench import encode
+            return transport.run(settings, progress)
 
-        rows += encode.run(settings, progress)
-    if "pipelining" in only:
-        from bench import pipelining
+        groups.append(transport_group)
+    if {"sequential", "fanout", "footprint"} & chosen:
+        groups.append(lambda: _null_server_group(settings, chosen, progress))
+    if "encode" in chosen:
 
-        rows += pipelining.run(settings, progress)
-    rows += footprint_rows
-    if "embedded" in only:
-        from bench import embedded
+        def encode_group() -> list[Row]:
+            from bench import encode
 
-        rows += embedded.run(settings, progress)
-    return rows
+            return encode.run(settings, progress)
+
+        groups.append(encode_group)
+    if "pipelining" in chosen:
+
+        def pipelining_group() -> list[Row]:
+            from bench import pipelining
+
+            return pipelining.run(settings, progress)
+
+        groups.append(pipelining_group)
+    if "embedded" in chosen:
+
+        def embedded_group() -> list[Row]:
+            from bench import embedded
+
+            return embedded.run(settings, progress)
+
+        groups.append(embedded_group)
+    if settings.parallel:
+        with concurrent.futures.ThreadPoolExecutor(len(groups) or 1) as pool:
+            results = [future.result() for future in [pool.submit(g) for g in groups]]
+    else:
+        results = [group() for group in groups]
+    rows = [row for result in results for row in result]
+    return sorted(rows, key=lambda row: row.workload.split(" ", 1)[0])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,9 @@ from typing import Any
 from bench._common import MODEL
 
 TIMEOUT = 120.0
+#: Samples per round of the footprint's mixed requests (with one forward_backward and one
+#: optim_step).
+MIXED_SAMPLES = 8
 JSON = "application/json"
 PROTO = "application/x-protobuf"
 
@@ -148,8 +151,7 @@ class Ours:
             futures = [
                 self.training.forward_backward(self.data, "cross_entropy"),
                 self.training.optim_step(self.adam),
-                self.sampler.sample(self.prompt, self.params),
-                self.sampler.sample(self.prompt, self.params),
+                *(self.sampler.sample(self.prompt, self.params) for _ in range(MIXED_SAMPLES)),
             ]
             for future in futures:
                 future.result(TIMEOUT)
@@ -214,8 +216,7 @@ class Official:
             futures = [
                 self.training.forward_backward(self.data, "cross_entropy"),
                 self.training.optim_step(self.adam),
-                self.sampler.sample(self.prompt, 1, self.params),
-                self.sampler.sample(self.prompt, 1, self.params),
+                *(self.sampler.sample(self.prompt, 1, self.params) for _ in range(MIXED_SAMPLES)),
             ]
             for future in futures:
                 future.result(TIMEOUT)

@@ -20,6 +20,7 @@ class Settings:
         exchanges: HTTP exchanges per transport block.
         torch_steps / torch_samples: calls per block of the embedded-server workload.
         server_cpus / client_cpus: CPU pinning (None: none).
+        parallel: run independent workloads at the same time (smoke only: it spoils timings).
     """
 
     reps: int = 5
@@ -38,6 +39,7 @@ class Settings:
     torch_samples: int = 4
     server_cpus: tuple[int, ...] | None = None
     client_cpus: tuple[int, ...] | None = None
+    parallel: bool = False
 
 
 FULL = Settings()
@@ -59,4 +61,5 @@ SMOKE = replace(
     exchanges=20,
     torch_steps=1,
     torch_samples=1,
+    parallel=True,
 )

@@ -3,7 +3,7 @@
 Each SDK runs in a fresh process of its own (so neither pollutes the other's figures): it
 creates its clients (``probe`` "start"), fans out ``samples`` samples as in workload 2
 ("after fan-out"), then runs ``mixed`` requests in rounds of (forward_backward; optim_step;
-sample; sample; wait for all four) ("after mixed"). RSS is ``VmRSS`` and threads are OS
+8 samples; wait for all ten) ("after mixed"). RSS is ``VmRSS`` and threads are OS
 threads (``/proc/self/status``), after a ``gc.collect()``. The two processes run at the same
 time (their timings are not used here).
 
