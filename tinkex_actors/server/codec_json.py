@@ -117,9 +117,12 @@ def decode_forward_backward_json(body: Any, *, forward_only: bool) -> FwdBwdPayl
     loss_fn = inner.get("loss_fn", "cross_entropy")
     if not isinstance(loss_fn, str):
         raise bad_request(f"{key}.loss_fn: expected a string")
+    raw_config = inner.get("loss_fn_config") or {}
+    if not isinstance(raw_config, Mapping):
+        raise bad_request(f"{key}.loss_fn_config: expected an object (or null)")
     config: dict[str, float] = {}
     text: dict[str, str] = {}
-    for name, value in (inner.get("loss_fn_config") or {}).items():
+    for name, value in raw_config.items():
         if isinstance(value, str):
             text[str(name)] = value
         elif isinstance(value, int | float) and not isinstance(value, bool):
