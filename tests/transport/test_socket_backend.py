@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import multiprocessing
 import socket
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -59,6 +61,7 @@ class RawServer:
 
     def __post_init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
         self.port = self._listener.getsockname()[1]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -72,7 +75,6 @@ class RawServer:
         return f"http://127.0.0.1:{self.port}"
 
     def _accept_loop(self) -> None:
-        self._listener.settimeout(0.05)
         while not self._stop.is_set():
             try:
                 sock, _ = self._listener.accept()
@@ -470,3 +472,26 @@ def test_idle_pool_is_bounded_and_closed(server: RawServer, backends: list[Socke
     assert len(backend._idle) == 2  # only http_pool_size stay open when idle
     backend.close()
     assert len(backend._idle) == 0
+
+
+def _send_from_child(backend: SocketBackend, url: str, queue: Any) -> None:
+    reply = backend.send("GET", url + "/api/v1/x", {}, None, TIMEOUTS)
+    queue.put(reply.status)
+
+
+def test_forked_child_never_reuses_the_parents_connections(
+    server: RawServer, backends: list[SocketBackend]
+) -> None:
+    backend = backend_for(server, backends)
+    send(backend, server)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_send_from_child, args=(backend, server.url, queue))
+    child.start()
+    assert queue.get(timeout=30) == 200
+    child.join(30)
+    assert child.exitcode == 0
+    send(backend, server)  # the parent's connection is still open and still its own
+    assert [r.connection for r in server.requests] == [1, 2, 1]
+    queue.close()
+    queue.join_thread()

@@ -22,7 +22,8 @@ codings are left as sent, as urllib3 does). Anything else is a protocol error:
 :class:`~tinkex_actors.errors.APIConnectionError`.
 
 Connections: a LIFO stack of idle keep-alive sockets (thread-safe; at most
-``Config.http_pool_size`` kept idle, more may be open while busy). Before a socket is reused it
+``Config.http_pool_size`` kept idle, more may be open while busy). A forked child starts with
+an empty stack: it never writes into a connection its parent is using. Before a socket is reused it
 is polled: one that became readable while idle (the server closed it, e.g. uvicorn after 5 s)
 is dropped. If a reused socket still fails while the request is written, or ends cleanly
 before the first byte of the answer (the server closed it just as the request left: the
@@ -37,11 +38,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import re
 import select
 import socket
 import ssl
 import urllib.parse
+import weakref
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -66,6 +69,8 @@ _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _UNSAFE: Final = re.compile(r"[\r\n\x00]")
 _STALE_ERRORS: Final = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 _IDEMPOTENCY_HEADER: Final = c.HEADER_IDEMPOTENCY_KEY.lower()
+# Every live backend, so that a forked child can drop the connections it inherited.
+_live: weakref.WeakSet[SocketBackend] = weakref.WeakSet()
 
 
 class _Connection:
@@ -170,6 +175,7 @@ class SocketBackend:
         self._tls: ssl.SSLContext | None = None
         if self._direct and parts.scheme == "https":
             self._tls = _tls_context(config)
+        _live.add(self)
 
     # ------------------------------------------------------------------ backend API
     def send(
@@ -285,6 +291,13 @@ class SocketBackend:
                 idle.popleft().close()
         if self._closed:
             self._drain()  # close() ran while this exchange was busy
+
+    def _forget(self) -> None:
+        # In a forked child: close this process's copies of the inherited sockets (the
+        # parent's connections stay open: no FIN until every copy is closed) and start afresh.
+        inherited, self._idle = self._idle, collections.deque()
+        for conn in inherited:
+            conn.close()
 
     def _drain(self) -> None:
         with contextlib.suppress(IndexError):
@@ -439,3 +452,11 @@ def _read_chunked(reader: Any) -> bytes:
         parts.append(chunk)
     _read_headers(reader)  # trailers, if any, until the blank line
     return b"".join(parts)
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_live):
+        backend._forget()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
