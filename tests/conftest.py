@@ -4,6 +4,9 @@
   still alive a few seconds after the test are reported as a failure. Process-wide threads of
   third-party libraries that cannot be stopped (the official SDK's event loop) are allowed by
   name in ``ALLOWED_THREAD_PREFIXES``.
+* The secret scan (``tests/reliability/_secret_scan.py``): over the whole session, every log
+  record, telemetry event, test's captured output and embedded server log is searched for
+  anything shaped like an API key; a key found anywhere fails the run at the end.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from _servers import ServerHandle, session_server
+from reliability._secret_scan import SecretScan
 
 # The official `tinker` SDK runs one process-wide asyncio loop thread it never stops; allow it
 # by name. Nothing of ours belongs here.
@@ -66,6 +70,39 @@ def _no_thread_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(SESSION_HF_HOME, ignore_errors=True)
+    SECRET_SCAN.stop()
+    if SECRET_SCAN.hits:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ---------------------------------------------------------------------------- secret scan
+SECRET_SCAN = SecretScan()
+_stop_server = ServerHandle.stop
+
+
+def _stop_and_scan(self: ServerHandle, *args: object, **kwargs: object) -> int:
+    # Every embedded server's log is scanned once it stopped (before its directory goes).
+    code = _stop_server(self, *args, **kwargs)  # type: ignore[arg-type]
+    SECRET_SCAN.check_file(f"server-log {self.engine}:{self.port}", self.log_path)
+    return code
+
+
+ServerHandle.stop = _stop_and_scan  # type: ignore[method-assign]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    SECRET_SCAN.start()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # A phase's report repeats the sections of the phases before it: scan each once.
+    for title, content in report.sections:
+        if title.endswith(report.when):
+            SECRET_SCAN.check(f"output {report.nodeid} [{title}]", content)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(SECRET_SCAN.summary(), red=bool(SECRET_SCAN.hits))
 
 
 # ---------------------------------------------------------------------------- embedded servers

@@ -379,7 +379,11 @@ class FaultProxy:
         except (OSError, TimeoutError):
             return None
         try:
-            headers = [*request.without("connection"), ("Connection", "close")]
+            headers = [*request.without("connection", "x-forwarded-proto"), ("Connection", "close")]
+            if self.tls is not None:
+                # What a TLS-terminating proxy tells the server, so the URLs it builds (signed
+                # archive URLs) say https.
+                headers.append(("X-Forwarded-Proto", "https"))
             writer.write(request.head_bytes(headers) + request.body)
             await writer.drain()
             return await asyncio.wait_for(read_response(reader, request.method), _UPSTREAM_TIMEOUT)

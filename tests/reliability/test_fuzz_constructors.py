@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 from typing import Any
 
 import attrs
@@ -24,8 +25,10 @@ from tinkex_actors.errors import ConfigError, ResponseDecodeError, ValidationErr
 
 from ._strategies import arguments, junk
 
+#: ``TINKEX_FUZZ_SCALE=50`` runs fifty times the examples (a deep run, minutes).
+SCALE = int(os.environ.get("TINKEX_FUZZ_SCALE", "1"))
 FUZZ = settings(
-    max_examples=20,
+    max_examples=20 * SCALE,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
