@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -128,3 +130,20 @@ def test_torch_tokenizer_is_in_the_hub_cache_when_healthz_answers(tmp_path: Path
         )
         assert server.running
     print(f"torch server healthy after {healthy_after:.2f} s (fresh data dir and cache)")
+
+
+def test_a_forgotten_server_is_stopped_at_interpreter_exit(tmp_path: Path) -> None:
+    script = (
+        "from tinkex_actors.server.embedded import EmbeddedServer\n"
+        "server = EmbeddedServer('null').start()\n"
+        "print(server.base_url, server.process.pid, flush=True)\n"
+        "del server\n"  # no stop(): the atexit hook must do it
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    url, pid = done.stdout.split()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{url}{API}/healthz", timeout=2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)

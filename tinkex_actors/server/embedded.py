@@ -39,7 +39,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -69,8 +68,9 @@ _ENGINES = ("torch", "null")
 _SERVER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 # Servers still running at interpreter exit are stopped (a forgotten stop() must not leave an
-# orphan process holding a port).
-_running: weakref.WeakSet[EmbeddedServer] = weakref.WeakSet()
+# orphan process holding a port). Strong references: a running server dropped by its owner
+# stays reachable here until it is stopped.
+_running: set[EmbeddedServer] = set()
 
 
 @atexit.register
