@@ -14,7 +14,8 @@ with ``beta`` from ``loss_fn_config``, default 1).
 
 Sampling draws from a fixed pseudo-random next-token distribution that depends on the previous
 token, after temperature, top_k and top_p; the same seed gives the same tokens. The engine has
-no tokenizer, so stop *strings* never match; stop token ids and EOS work.
+no tokenizer, so stop *strings* never match; stop token ids and EOS work as in the torch engine
+(EOS stops unless the stop list is explicitly empty; stop token ids add to it).
 
 ``simulate_ms`` adds that much sleep to every forward_backward and optim_step, serialized per
 model, for pipelining benchmarks.
@@ -416,11 +417,11 @@ class NullEngine:
         if any(t < 0 or t >= self._vocab for t in prompt):
             raise EngineUserError("prompt token outside the vocabulary")
         rng = np.random.default_rng(spec.seed)
-        stops = set(
-            self._info.eos_token_ids if spec.stop_token_ids is None else spec.stop_token_ids
-        )
-        if spec.stop_token_ids is None and spec.stop_strings == ():
-            stops = set()
+        # As the torch engine: EOS stops unless the stop list is explicitly empty (``stop=[]``)
+        # and stop token ids add to it.
+        explicit_empty = spec.stop_strings == () or spec.stop_token_ids == ()
+        stops = set() if explicit_empty else set(self._info.eos_token_ids)
+        stops.update(spec.stop_token_ids or ())
         sequences = [self._generate(prompt, spec, rng, stops) for _ in range(spec.num_samples)]
         result = SampleResult(sequences=sequences)
         if spec.prompt_logprobs or spec.topk_prompt_logprobs:
