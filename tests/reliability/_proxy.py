@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import struct
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -239,7 +241,7 @@ class FaultProxy:
         self._tasks.add(task)
         try:
             while True:
-                item = await self._next_request(reader)
+                item = await self._next_request(reader, writer)
                 if item is None:
                     return
                 if not await self._serve(item, writer):
@@ -258,16 +260,23 @@ class FaultProxy:
             self._tasks.discard(task)
             writer.transport.abort()
 
-    async def _next_request(self, reader: asyncio.StreamReader) -> _Item | None:
+    async def _next_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> _Item | None:
         request = await read_request(reader)
         if request is None:
             return None
         exchange = self._exchange(request)
         fault, continued = self._decide(exchange)
         if fault is not None and fault.kind is FaultKind.DROP_REQUEST:
-            # Resetting the connection without an answer is what the client sees when its
-            # request dies on the way: it cannot tell whether the server saw it (it did not).
+            # A reset (RST, not a clean close) without an answer is what the client sees when
+            # its request dies on the way: it cannot tell whether the server saw it (it did
+            # not). A clean close before the answer would read as a keep-alive race, which
+            # clients rightly replay at once.
             self._record(exchange, fault)
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return None
         return _Item(request, exchange, fault, continued)
 

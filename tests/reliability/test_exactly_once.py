@@ -41,6 +41,7 @@ from tinkex_actors.errors import (
 from ._faults import Exchange, Fault, FaultKind, RandomFaults, Rule, Script
 from ._proxy import FaultProxy
 from ._training import (
+    ADAM,
     LORA,
     MODEL,
     WAIT,
@@ -214,3 +215,31 @@ def test_give_ups_are_typed_and_a_resent_call_is_applied_once(
     assert gave_up == [expected for _, expected in GIVE_UPS], gave_up
     assert losses == reference.losses[:GIVE_UP_STEPS]
     assert adam_steps(files["optimizer.safetensors"]) == {float(GIVE_UP_STEPS)}
+
+
+def test_a_give_up_with_unknown_outcome_does_not_break_the_next_call(
+    torch_server: ServerHandle,
+    reference: Reference,
+    make_proxy: MakeProxy,
+    fast_sleep: Callable[[float], None],
+) -> None:
+    # Step 1's forward_backward reaches the server twice but both answers are lost: the SDK
+    # gives up not knowing that the server took its seq_id. The user then goes on with the
+    # optim_step instead of re-sending, which must not fail on that seq_id.
+    script = Script(Rule(_on_forward({1}), Fault(FaultKind.DROP_RESPONSE), times=2))
+    proxy = make_proxy(torch_server.port, script)
+    config = Config(api_key=torch_server.api_key, base_url=proxy.url, max_retries=1)
+    with ServiceClient(config, sleep=fast_sleep) as service:
+        training = service.create_lora_training_client(MODEL, LORA, timeout=2 * WAIT)
+        first = train(training, range(1))
+        with pytest.raises(APIConnectionError):
+            training.forward_backward(batch(1), "cross_entropy").result(WAIT)
+        training.optim_step(ADAM).result(WAIT)
+        later = train(training, range(2, 6))
+    assert script.exhausted
+    # The lost forward_backward was applied exactly once: the run is the reference run.
+    assert first + later == reference.losses[:1] + reference.losses[2:6]
+    conflicts = [
+        r for r in proxy.relayed_to("/optim_step") if r.response and r.response.status == 409
+    ]
+    assert len(conflicts) <= 1  # at most the one probe that found the seq_id taken

@@ -14,7 +14,10 @@ same server model and the same seq_id sequence.
 
 Sequencing rule: a seq_id is consumed once the server accepted its POST (2xx), or answered
 409 (the id is taken on the server). After any other failure the next request reuses it, so
-a failed or crashed submission never leaves a gap that would stall the server's queue.
+a failed or crashed submission never leaves a gap that would stall the server's queue. When a
+submission gave up without an answer (network failure, 5xx), the server may hold it after all:
+the next request's first attempt then runs without transport retries, and a 409 makes it skip
+the taken id at once instead of failing (see ``_post_sequenced``).
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ import orjson
 from tinkex_actors import _constants as c
 from tinkex_actors._metrics_reduction import combine_forward_backward_outputs
 from tinkex_actors.actors._base import ActorHandle, Call, ChildActor, Crash
-from tinkex_actors.actors._poller import UntypedFuture, poll_future, untyped_future
+from tinkex_actors.actors._poller import UntypedFuture, fast_key, poll_future, untyped_future
 from tinkex_actors.actors._queue_state import QueueStateTracker
 from tinkex_actors.actors._runtime import Runtime
 from tinkex_actors.errors import (
     ActorCrashedError,
+    APIConnectionError,
+    APIStatusError,
     ClientClosedError,
     ConflictError,
     ResponseDecodeError,
@@ -66,6 +71,8 @@ UNLOAD_PATH: Final = f"{c.API_PREFIX}/unload_model"
 # encoded without one in the caller's thread.
 _SEQ_TAG: Final = tag(2, 0)
 _ZSTD_HEADERS: Final = {"Content-Encoding": "zstd"}
+#: Statuses (besides 5xx and network failures) after which the server may hold the request.
+_UNKNOWN_OUTCOME: Final = frozenset({408, 429})
 
 
 class TrainingState:
@@ -88,6 +95,8 @@ class TrainingState:
         self.model_id = ""
         self.info: GetInfoResponse | None = None
         self.next_seq = 1
+        #: A seq_id whose request gave up without an answer (the server may hold it).
+        self.in_doubt: int | None = None
         self.pending: set[ActorFuture[Any]] = set()
         self.closed = False
         self.tracker = QueueStateTracker(
@@ -231,18 +240,50 @@ class TrainingActor(ChildActor):
         max_retries: int | None = None,
     ) -> UntypedFuture:
         state = self.state
+        transport = state.runtime.transport
         seq = state.next_seq
+        data = body(seq)
+        key = fast_key()
+        if state.in_doubt == seq:
+            # The last request with this seq_id gave up without an answer: the server may
+            # hold it. One attempt tells: a 409 means it does, so skip the id; anything else
+            # goes on to the normal send below (same body and key, so never applied twice).
+            try:
+                response = transport.request(
+                    "POST",
+                    path,
+                    body=data,
+                    content_type=content_type,
+                    headers=headers,
+                    max_retries=0,
+                    idempotency_key=key,
+                )
+            except ConflictError:
+                seq = state.next_seq = seq + 1
+                data, key = body(seq), fast_key()
+            except TinkexError:
+                pass
+            else:
+                state.next_seq, state.in_doubt = seq + 1, None
+                return untyped_future(response)
+        state.in_doubt = None
         try:
-            response = state.runtime.transport.request(
+            response = transport.request(
                 "POST",
                 path,
-                body=body(seq),
+                body=data,
                 content_type=content_type,
                 headers=headers,
                 max_retries=max_retries,
+                idempotency_key=key,
             )
         except ConflictError:
             state.next_seq = seq + 1  # the id is taken on the server: never reuse it
+            raise
+        except (APIConnectionError, APIStatusError) as exc:
+            status = exc.status_code if isinstance(exc, APIStatusError) else None
+            if status is None or status in _UNKNOWN_OUTCOME or status >= c.RETRYABLE_STATUS_FLOOR:
+                state.in_doubt = seq  # the server may have taken it: the next send checks
             raise
         state.next_seq = seq + 1
         return untyped_future(response)
