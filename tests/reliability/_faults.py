@@ -53,6 +53,9 @@ class Fault:
     delay: float = 0.0
     stretch: int = 1
     queue_state: str = "paused_capacity"
+    #: DROP_REQUEST: reset (RST) the connection; False closes it cleanly (FIN), which a client
+    #: on a reused keep-alive connection cannot tell from the server closing it while idle.
+    reset: bool = True
 
     @property
     def label(self) -> str:
@@ -61,6 +64,8 @@ class Fault:
             hint = "+retry-after" if self.retry_after else ""
             hint += "+retry-after-ms" if self.retry_after_ms else ""
             return f"{self.kind.value}:{self.status}{hint}"
+        if self.kind is FaultKind.DROP_REQUEST and not self.reset:
+            return f"{self.kind.value}:close"
         return self.kind.value
 
 
@@ -111,6 +116,7 @@ def menu() -> list[tuple[Fault, float]]:
     """Every fault kind with a weight: the mix the exactly-once scenario draws from."""
     return [
         (Fault(FaultKind.DROP_REQUEST), 2.0),
+        (Fault(FaultKind.DROP_REQUEST, reset=False), 1.0),
         (Fault(FaultKind.DROP_RESPONSE), 2.0),
         (Fault(FaultKind.STATUS, 500), 1.0),
         (Fault(FaultKind.STATUS, 502), 1.0),

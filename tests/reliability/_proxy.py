@@ -7,7 +7,8 @@ client's keep-alive connection, unless its *policy* picks a fault for that excha
 ==================  ===========================================================================
 fault               what the client sees (and whether the server saw the request)
 ==================  ===========================================================================
-``DROP_REQUEST``    the connection is reset instead of relaying the request (server: no)
+``DROP_REQUEST``    the connection is reset (or, ``reset=False``, closed) instead of relaying
+                    the request (server: no)
 ``DROP_RESPONSE``   the request is relayed, then only part of the answer arrives (server: yes)
 ``STATUS``          ``status`` (500/502/503/429, optional ``retry-after``) (server: no)
 ``STATUS_AFTER``    the request is relayed, its answer replaced by ``status`` (server: yes)
@@ -275,7 +276,7 @@ class FaultProxy:
             # clients rightly replay at once.
             self._record(exchange, fault)
             sock = writer.get_extra_info("socket")
-            if sock is not None:
+            if sock is not None and fault.reset:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return None
         return _Item(request, exchange, fault, continued)

@@ -29,6 +29,7 @@ from .conftest import MakeProxy
 #: Faults that leave the exchange's outcome to a retry (one of each status flavour).
 KINDS = [
     Fault(FaultKind.DROP_REQUEST),
+    Fault(FaultKind.DROP_REQUEST, reset=False),
     Fault(FaultKind.DROP_RESPONSE),
     Fault(FaultKind.STATUS, 500),
     Fault(FaultKind.STATUS, 503, retry_after="1"),
