@@ -68,9 +68,7 @@ def pack_sequence(values: Sequence[Any], code: str, field: str) -> Packed:
     """
     if isinstance(values, array):
         return Packed(_pack_array(values, code, field), (len(values),))
-    if isinstance(values, str | bytes | bytearray | memoryview) or not isinstance(
-        values, Sequence
-    ):
+    if isinstance(values, str | bytes | bytearray | memoryview) or not isinstance(values, Sequence):
         raise ValidationError(
             f"expected a list of numbers, got {type(values).__name__}", field=field
         )
