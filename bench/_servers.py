@@ -132,4 +132,12 @@ class Server:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc is not None:
+            # Whatever went wrong, the server's side of it goes with the traceback.
+            try:
+                tail = (self.root / "server.log").read_text(errors="replace")[-4000:]
+            except OSError:
+                tail = ""
+            if tail:
+                sys.stderr.write(f"--- {self.engine} server log (tail) ---\n{tail}\n")
         self.stop()

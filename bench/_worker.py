@@ -14,8 +14,10 @@ Commands: ``{"op": "setup"}``; ``{"op": "run", "call": "fb"|"optim"|"sample"|"st
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import json
+import logging
 import os
 import sys
 import threading
@@ -66,6 +68,13 @@ def main() -> None:
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    # Retries, restarts and give-ups of either SDK land in the worker's log (stderr), which
+    # the coordinator shows when a command fails.
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s",
+    )
     spec = Spec(**json.loads(spec_json))
     driver = DRIVERS[name]()
     for line in sys.stdin:
@@ -97,6 +106,8 @@ def main() -> None:
             else:
                 reply = {"error": f"unknown op {op!r}"}
         except BaseException:
+            # Where every thread was when the command failed (a wedge shows here).
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
             reply = {"error": traceback.format_exc()}
         out.write(json.dumps(reply) + "\n")
         if op == "close":

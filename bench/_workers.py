@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -80,8 +81,13 @@ class Worker:
         return self.receive()
 
     def _stderr(self) -> str:
+        # The whole log goes to a file that outlives the run; the message shows its end.
         self._log.seek(0)
-        return self._log.read()[-4000:]
+        text = self._log.read()
+        fd, path = tempfile.mkstemp(prefix=f"tinkex-bench-{self.driver}-", suffix=".log")
+        with os.fdopen(fd, "w") as keep:
+            keep.write(text)
+        return f"{text[-4000:]}\n(full worker log: {path})"
 
     def close(self) -> None:
         """Close the client (if the process lives) and end the process."""

@@ -107,3 +107,36 @@ def test_shutdown_fails_queued_tasks_and_rejects_new_ones() -> None:
 def test_bad_bound_is_rejected(bad: object) -> None:
     with pytest.raises(ValidationError, match="max_workers"):
         WorkerPool(bad)  # type: ignore[arg-type]
+
+
+def test_work_after_a_burst_and_retirement_still_runs() -> None:
+    """A burst at the bound, then every worker retires: the next task must start a worker.
+
+    (Counting idle workers by completions once let a burst leave the pool believing idle
+    workers existed after they had all retired; the next task then waited forever.)
+    """
+    pool = WorkerPool(2, name="burst", idle_timeout=0.1)
+    try:
+        futs = [pool.submit(time.sleep, 0.002) for _ in range(60)]
+        for f in futs:
+            f.result(timeout=5)
+        deadline = time.monotonic() + 5
+        while pool.thread_count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pool.thread_count == 0
+        for _ in range(3):
+            assert pool.submit(lambda: "ran").result(timeout=5) == "ran"
+    finally:
+        pool.shutdown(wait=True)
+
+
+def test_tasks_queued_while_workers_retire_are_never_stranded() -> None:
+    """Submissions racing with idle retirement: every task runs."""
+    pool = WorkerPool(4, name="race", idle_timeout=0.01)
+    try:
+        for _ in range(200):
+            futs = [pool.submit(lambda: 1) for _ in range(3)]
+            assert sum(f.result(timeout=5) for f in futs) == 3
+            time.sleep(0.011)  # about when idle workers give up
+    finally:
+        pool.shutdown(wait=True)

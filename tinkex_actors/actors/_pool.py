@@ -5,12 +5,17 @@ exit until their queued work drains, so a retrieve_future loop in flight (up to 
 would hang a program that forgot ``close()``; and its threads never retire. This pool's
 threads are daemons, start lazily up to ``max_workers`` and retire after ``idle_timeout``
 seconds without work, so the thread count follows the load and stays flat when it is steady.
+
+Bookkeeping, all under one lock: ``_tasks`` (queued, FIFO), ``_threads`` (alive workers) and
+``_waiting`` (workers blocked for work). A submission starts a worker when more tasks are
+queued than workers wait, below the bound; a worker takes the next task before it ever waits
+and retires only when the queue is empty, so no task is left queued with no worker to run it.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +31,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _Task = tuple[ActorFuture[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
-_STOP = None
 _pool_ids = itertools.count(1)
 
 
@@ -45,10 +49,11 @@ class WorkerPool:
         self._max_workers = max_workers
         self._name = f"{name}-{next(_pool_ids)}"
         self._idle_timeout = idle_timeout
-        self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._work_ready = threading.Condition(self._lock)
+        self._tasks: collections.deque[_Task] = collections.deque()
         self._threads: set[threading.Thread] = set()
-        self._idle = 0
+        self._waiting = 0
         self._closed = False
         self._thread_ids = itertools.count(1)
 
@@ -89,10 +94,12 @@ class WorkerPool:
         with self._lock:
             if self._closed:
                 raise ClientClosedError("the worker pool is shut down")
-            self._queue.put((future, fn, args, kwargs))
-            if self._idle > 0:
-                self._idle -= 1  # that idle worker will take this task
-            elif len(self._threads) < self._max_workers:
+            tasks = self._tasks
+            tasks.append((future, fn, args, kwargs))
+            if self._waiting:
+                self._work_ready.notify()
+            # A woken worker takes one task: start another while tasks outnumber waiters.
+            if len(tasks) > self._waiting and len(self._threads) < self._max_workers:
                 self._start_worker()
 
     def shutdown(self, *, wait: bool = False, timeout: float = 5.0) -> None:
@@ -102,14 +109,13 @@ class WorkerPool:
         up to ``timeout`` seconds in all for the threads to exit.
         """
         with self._lock:
-            if self._closed:
-                threads = list(self._threads)
-            else:
-                self._closed = True
-                threads = list(self._threads)
-                for _ in threads:
-                    self._queue.put(_STOP)
-        self._fail_queued()
+            self._closed = True
+            threads = list(self._threads)
+            queued = list(self._tasks)
+            self._tasks.clear()
+            self._work_ready.notify_all()
+        for item in queued:
+            item[0].set_exception(ClientClosedError("the client was closed before this ran"))
         if wait:
             # One deadline for all threads: shutdown is bounded by ``timeout``, not n * timeout.
             deadline = time.monotonic() + timeout
@@ -126,36 +132,28 @@ class WorkerPool:
         self._threads.add(thread)
         thread.start()
 
-    def _fail_queued(self) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is _STOP:
-                self._queue.put(_STOP)  # belongs to a worker; put it back for it
-                return
-            item[0].set_exception(ClientClosedError("the client was closed before this ran"))
+    def _next(self, me: threading.Thread) -> _Task | None:
+        # The next task, or None when this worker stops (idle too long, or shut down).
+        with self._lock:
+            while not self._tasks:
+                if self._closed:
+                    self._threads.discard(me)
+                    return None
+                self._waiting += 1
+                try:
+                    woken = self._work_ready.wait(self._idle_timeout)
+                finally:
+                    self._waiting -= 1
+                if not woken and not self._tasks:
+                    self._threads.discard(me)  # under the lock: submit_into sees it gone
+                    return None
+            return self._tasks.popleft()
 
     def _work(self) -> None:
         me = threading.current_thread()
         try:
-            while True:
-                try:
-                    item = self._queue.get(timeout=self._idle_timeout)
-                except queue.Empty:
-                    with self._lock:
-                        # Retire only if no task was promised to this idle worker meanwhile.
-                        if self._idle > 0 or self._queue.empty():
-                            if self._idle > 0:
-                                self._idle -= 1
-                            return
-                    continue
-                if item is _STOP:
-                    return
+            while (item := self._next(me)) is not None:
                 self._run(item)
-                with self._lock:
-                    self._idle += 1
         finally:
             with self._lock:
                 self._threads.discard(me)
