@@ -58,6 +58,10 @@ def _peak_threads(fn: Any, *args: Any) -> dict[str, Any]:
         watcher.join()
     # The watcher itself is not the client's.
     result["peak_threads"] = peak[0] - 1
+    # The footprint right at the end (another worker may still be busy, and idle threads
+    # retire after a while).
+    gc.collect()
+    result["rss_mb_end"], result["threads_end"] = rss_and_threads()
     return result
 
 

@@ -4,8 +4,8 @@ Each SDK runs in a fresh process of its own (so neither pollutes the other's fig
 creates its clients (``probe`` "start"), fans out ``samples`` samples as in workload 2
 ("after fan-out"), then runs ``mixed`` requests in rounds of (forward_backward; optim_step;
 8 samples; wait for all ten) ("after mixed"). RSS is ``VmRSS`` and threads are OS
-threads (``/proc/self/status``), after a ``gc.collect()``. The two processes run at the same
-time (their timings are not used here).
+threads (``/proc/self/status``), after a ``gc.collect()``, taken by each worker as soon as its
+phase ends. The two processes run at the same time (their timings are not used here).
 
 Import time: ``import tinkex_actors`` vs ``import tinker`` in fresh interpreters, alternating,
 ``import_reps`` each (wall time of the import statement alone).
@@ -52,15 +52,19 @@ def measure(settings: Settings, server: Server, progress: Progress) -> dict[str,
             ("fanout", "fanout", {"n": settings.samples}),
             ("mixed", "mixed", {"n": settings.mixed}),
         ):
-            if op is not None:
-                for worker in workers.values():
-                    worker.send(op, **args)
+            if op is None:
                 for name, worker in workers.items():
-                    probes[name][f"peak_threads_{phase}"] = worker.receive()["peak_threads"]
+                    probe = worker.ask("probe")
+                    probes[name][f"rss_{phase}"] = probe["rss_mb"]
+                    probes[name][f"threads_{phase}"] = probe["threads"]
+                continue
+            for worker in workers.values():
+                worker.send(op, **args)
             for name, worker in workers.items():
-                probe = worker.ask("probe")
-                probes[name][f"rss_{phase}"] = probe["rss_mb"]
-                probes[name][f"threads_{phase}"] = probe["threads"]
+                reply = worker.receive()  # measured by the worker as soon as it was done
+                probes[name][f"peak_threads_{phase}"] = reply["peak_threads"]
+                probes[name][f"rss_{phase}"] = reply["rss_mb_end"]
+                probes[name][f"threads_{phase}"] = reply["threads_end"]
     finally:
         close_all(workers)
     return probes
