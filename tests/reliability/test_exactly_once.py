@@ -238,6 +238,8 @@ def test_give_ups_are_typed_and_a_resent_call_is_applied_once(
     assert script.exhausted
     gave_up = [type(e) for e in errors]
     assert gave_up == [expected for _, expected in GIVE_UPS], gave_up
+    shown = " ".join(f"{e} {e!r} {vars(e)!r}" for e in errors)
+    assert torch_server.api_key not in shown
     assert losses == reference.losses[:GIVE_UP_STEPS]
     assert adam_steps(files["optimizer.safetensors"]) == {float(GIVE_UP_STEPS)}
 
