@@ -28,6 +28,7 @@ import orjson
 
 from tinkex_actors import _constants as c
 from tinkex_actors.actors._base import ActorHandle, Call, ChildActor, Crash
+from tinkex_actors.actors._client_state import ClientState
 from tinkex_actors.actors._poller import fast_key, poll_future, untyped_future
 from tinkex_actors.actors._queue_state import QueueStateTracker
 from tinkex_actors.actors._registry import SamplerSnapshot, samplers
@@ -67,7 +68,7 @@ _BACKPRESSURE: Final = {c.HEADER_SAMPLING_BACKPRESSURE: "1"}
 _POLICY: Final = RetryPolicy()
 
 
-class SamplerState:
+class SamplerState(ClientState):
     """A sampling client's mutable runtime state (outside its actor, so restarts keep it).
 
     Attributes:
@@ -79,28 +80,10 @@ class SamplerState:
     """
 
     def __init__(self, runtime: Runtime, handle: ActorHandle, key: int) -> None:
-        self.runtime = runtime
-        self.handle = handle
+        super().__init__(runtime, handle)
         self.key = key
         self.seq = itertools.count()
-        self.pending: set[ActorFuture[Any]] = set()
-        self.closed = False
         self.tracker = QueueStateTracker("sampling", handle.name, runtime.config.tenant_id)
-
-    def is_closed(self) -> bool:
-        """Whether this client (or its ServiceClient) closed."""
-        return self.closed or self.runtime.closed
-
-    def track(self, future: ActorFuture[Any]) -> None:
-        """Remember ``future`` until it completes (close() fails what is left)."""
-        pending = self.pending
-        pending.add(future)
-        future.add_done_callback(pending.discard)
-
-    def fail_pending(self, error: TinkexError) -> None:
-        """Fail every pending sample with ``error``."""
-        for future in self.pending.copy():
-            future.set_exception(error)
 
     def close(self) -> None:
         """Withdraw the snapshot, mark closed and fail pending samples (ClientClosedError)."""

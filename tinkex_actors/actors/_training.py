@@ -31,6 +31,7 @@ import orjson
 from tinkex_actors import _constants as c
 from tinkex_actors._metrics_reduction import combine_forward_backward_outputs
 from tinkex_actors.actors._base import ActorHandle, Call, ChildActor, Crash
+from tinkex_actors.actors._client_state import ClientState
 from tinkex_actors.actors._poller import UntypedFuture, fast_key, poll_future, untyped_future
 from tinkex_actors.actors._queue_state import QueueStateTracker
 from tinkex_actors.actors._runtime import Runtime
@@ -75,7 +76,7 @@ _ZSTD_HEADERS: Final = {"Content-Encoding": "zstd"}
 _UNKNOWN_OUTCOME: Final = frozenset({408, 429})
 
 
-class TrainingState:
+class TrainingState(ClientState):
     """What a TrainingClient keeps across actor restarts.
 
     Attributes:
@@ -89,37 +90,19 @@ class TrainingState:
     """
 
     def __init__(self, runtime: Runtime, handle: ActorHandle, model_seq_id: int) -> None:
-        self.runtime = runtime
-        self.handle = handle
+        super().__init__(runtime, handle)
         self.model_seq_id = model_seq_id
         self.model_id = ""
         self.info: GetInfoResponse | None = None
         self.next_seq = 1
         #: A seq_id whose request gave up without an answer (the server may hold it).
         self.in_doubt: int | None = None
-        self.pending: set[ActorFuture[Any]] = set()
-        self.closed = False
         self.tracker = QueueStateTracker(
             "training",
             f"{runtime.session_id}:model_seq_id={model_seq_id}",
             runtime.config.tenant_id,
         )
         self._compressor: Any = None
-
-    def is_closed(self) -> bool:
-        """Whether this client (or its ServiceClient) closed."""
-        return self.closed or self.runtime.closed
-
-    def track(self, future: ActorFuture[Any]) -> None:
-        """Remember ``future`` until it completes (close() fails what is left)."""
-        pending = self.pending
-        pending.add(future)
-        future.add_done_callback(pending.discard)
-
-    def fail_pending(self, error: TinkexError) -> None:
-        """Fail every pending future with ``error``."""
-        for future in self.pending.copy():
-            future.set_exception(error)
 
     def close(self) -> None:
         """Mark closed and fail what is pending with ClientClosedError."""

@@ -72,6 +72,8 @@ _JITTER = 0.2
 _STEP_SCALE = 1000.0
 _EOS_PENALTY = 8.0
 _ENGINE_TAG = "tinkex-null"
+#: Sampling settings whose cumulative rank-order probabilities are kept (a handful in practice).
+_MAX_CUTS = 64
 
 
 @dataclass
@@ -131,7 +133,13 @@ class NullEngine:
         self._samplers: dict[str, _Sampler] = {}
         logits = np.random.default_rng(20240601).normal(0.0, 2.0, size=vocab_size)
         logits[self._eos] -= _EOS_PENALTY
-        self._logits = logits
+        shifted = logits - logits.max()
+        # The next-token distribution after token t is this one rotated by shift(t): sorting,
+        # normalizing and the top_k / top_p cut are done once here (and once per sampling
+        # setting), so a sampled token costs one draw, not a pass over the vocabulary.
+        self._base_logprobs = shifted - math.log(float(np.exp(shifted).sum()))
+        self._rank_order = np.argsort(-self._base_logprobs, kind="stable")
+        self._cuts: dict[tuple[float, int, float], npt.NDArray[np.float64]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def prepare(self) -> None:
@@ -402,11 +410,8 @@ class NullEngine:
         with self._lock:
             self._samplers.pop(sampler_id, None)
 
-    def _next_logprobs(self, previous: int) -> npt.NDArray[np.float64]:
-        logits = np.roll(self._logits, (previous * 7919) % self._vocab)
-        shifted = logits - logits.max()
-        result: npt.NDArray[np.float64] = shifted - math.log(float(np.exp(shifted).sum()))
-        return result
+    def _shift(self, previous: int) -> int:
+        return (previous * 7919) % self._vocab
 
     def sample(self, sampler_id: str, spec: SampleSpec) -> SampleResult:
         """Generate from the simulated distribution; the same seed gives the same tokens."""
@@ -434,41 +439,50 @@ class NullEngine:
         tokens: list[int] = []
         logprobs: list[float] = []
         previous = prompt[-1] if prompt else 0
+        vocab, order, base = self._vocab, self._rank_order, self._base_logprobs
+        cdf = self._cdf(spec) if spec.temperature > 0 else None
         for _ in range(spec.max_tokens):
-            raw = self._next_logprobs(previous)
-            token = self._pick(raw, spec, rng)
+            # What ``rng.choice(len(p), p=p)`` does, without checking ``p`` again every time.
+            rank = 0 if cdf is None else int(cdf.searchsorted(rng.random(), side="right"))
+            index = int(order[rank])
+            token = (index + self._shift(previous)) % vocab
             tokens.append(token)
-            logprobs.append(float(raw[token]))
+            logprobs.append(float(base[index]))
             if token in stops:
                 return SampledSeq(tokens=tokens, logprobs=logprobs, stop_reason="stop")
             previous = token
         return SampledSeq(tokens=tokens, logprobs=logprobs, stop_reason="length")
 
-    @staticmethod
-    def _pick(raw: npt.NDArray[np.float64], spec: SampleSpec, rng: np.random.Generator) -> int:
-        if spec.temperature <= 0:
-            return int(np.argmax(raw))
-        scaled = raw / spec.temperature
-        order = np.argsort(-scaled, kind="stable")
-        if spec.top_k > 0:
-            order = order[: spec.top_k]
-        probs = np.exp(scaled[order] - scaled[order[0]])
-        probs /= probs.sum()
-        if spec.top_p < 1.0:
-            keep = int(np.searchsorted(np.cumsum(probs), spec.top_p) + 1)
-            order, probs = order[:keep], probs[:keep] / probs[:keep].sum()
-        return int(order[rng.choice(order.shape[0], p=probs)])
+    def _cdf(self, spec: SampleSpec) -> npt.NDArray[np.float64]:
+        """Cumulative probabilities of the tokens in rank order after temperature, top_k, top_p."""
+        key = (spec.temperature, spec.top_k, spec.top_p)
+        cdf = self._cuts.get(key)
+        if cdf is None:
+            scaled = self._base_logprobs[self._rank_order] / spec.temperature
+            if spec.top_k > 0:
+                scaled = scaled[: spec.top_k]
+            probs = np.exp(scaled - scaled[0])
+            probs /= probs.sum()
+            if spec.top_p < 1.0:
+                keep = int(np.searchsorted(np.cumsum(probs), spec.top_p) + 1)
+                probs = probs[:keep] / probs[:keep].sum()
+            cdf = probs.cumsum()
+            cdf /= cdf[-1]
+            if len(self._cuts) >= _MAX_CUTS:
+                self._cuts.clear()
+            self._cuts[key] = cdf
+        return cdf
 
     def _score_prompt(self, prompt: list[int], spec: SampleSpec, result: SampleResult) -> None:
         scores: list[float | None] = [None]
         topk: list[list[tuple[int, float]] | None] = [None]
+        vocab, order, base = self._vocab, self._rank_order, self._base_logprobs
         for i in range(1, len(prompt)):
-            raw = self._next_logprobs(prompt[i - 1])
-            scores.append(float(raw[prompt[i]]))
+            shift = self._shift(prompt[i - 1])
+            scores.append(float(base[(prompt[i] - shift) % vocab]))
             if spec.topk_prompt_logprobs:
-                k = min(spec.topk_prompt_logprobs, self._vocab)
-                best = np.argsort(-raw, kind="stable")[:k]
-                topk.append([(int(t), float(raw[t])) for t in best])
+                k = min(spec.topk_prompt_logprobs, vocab)
+                topk.append([((int(j) + shift) % vocab, float(base[j])) for j in order[:k]])
         if spec.prompt_logprobs:
             result.prompt_logprobs = scores
         if spec.topk_prompt_logprobs:

@@ -27,6 +27,7 @@ __all__ = [
     "parse",
     "server",
     "submit",
+    "submit_once",
     "tenant",
 ]
 
@@ -133,6 +134,24 @@ async def idempotent_no_content(
         produce,
     )
     return Response(status_code=204)
+
+
+async def submit_once(
+    request: Request,
+    raw: bytes,
+    *,
+    lane: str,
+    kind: ResultKind,
+    run: Callable[[], Any],
+    seq_id: int | None,
+) -> Response:
+    """:func:`submit` the caller's engine work on ``lane``, once per idempotency key."""
+    state, owner = server(request), tenant(request)
+
+    async def produce() -> JSON:
+        return submit(state, tenant_id=owner, lane=lane, kind=kind, run=run, raw=raw, seq_id=seq_id)
+
+    return await idempotent(request, raw, produce)
 
 
 def submit(

@@ -20,10 +20,9 @@ from tinkex_actors.server.payloads import FwdBwdPayload
 from tinkex_actors.server.routes._common import (
     JSON,
     body,
-    idempotent,
     parse,
     server,
-    submit,
+    submit_once,
     tenant,
 )
 from tinkex_actors.server.schemas import OptimStepBody
@@ -55,18 +54,14 @@ async def _submit_forward(request: Request, raw: bytes, payload: FwdBwdPayload) 
             forward_only=payload.forward_only,
         )
 
-    async def produce() -> JSON:
-        return submit(
-            state,
-            tenant_id=owner,
-            lane=payload.model_id,
-            kind=ResultKind.FORWARD_BACKWARD,
-            run=run,
-            raw=raw,
-            seq_id=payload.seq_id,
-        )
-
-    return await idempotent(request, raw, produce)
+    return await submit_once(
+        request,
+        raw,
+        lane=payload.model_id,
+        kind=ResultKind.FORWARD_BACKWARD,
+        run=run,
+        seq_id=payload.seq_id,
+    )
 
 
 @router.post("/forward_backward")
@@ -113,15 +108,6 @@ async def optim_step(request: Request) -> Response:
         metrics = state.host.engine.optim_step(req.model_id, adam)
         return {"metrics": {k: float(v) for k, v in metrics.items()}, "type": "optim_step"}
 
-    async def produce() -> JSON:
-        return submit(
-            state,
-            tenant_id=owner,
-            lane=req.model_id,
-            kind=ResultKind.JSON,
-            run=run,
-            raw=raw,
-            seq_id=req.seq_id,
-        )
-
-    return await idempotent(request, raw, produce)
+    return await submit_once(
+        request, raw, lane=req.model_id, kind=ResultKind.JSON, run=run, seq_id=req.seq_id
+    )

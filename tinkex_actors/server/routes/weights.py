@@ -29,6 +29,7 @@ from tinkex_actors.server.routes._common import (
     parse,
     server,
     submit,
+    submit_once,
     tenant,
 )
 from tinkex_actors.server.routes.models import (
@@ -225,18 +226,9 @@ async def save_weights_for_sampler(request: Request) -> Response:
             state.samplers[sampler_id] = LiveSampler(sampler_id, owner, model.base)
         return {"sampling_session_id": sampler_id, "type": "save_weights_for_sampler"}
 
-    async def produce_unnamed() -> JSON:
-        return submit(
-            state,
-            tenant_id=owner,
-            lane=req.model_id,
-            kind=ResultKind.JSON,
-            run=run,
-            raw=raw,
-            seq_id=req.seq_id,
-        )
-
-    return await idempotent(request, raw, produce_unnamed)
+    return await submit_once(
+        request, raw, lane=req.model_id, kind=ResultKind.JSON, run=run, seq_id=req.seq_id
+    )
 
 
 def _checkpoint_dir(
