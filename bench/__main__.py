@@ -178,9 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")
         if not args.smoke and set(only) == set(WORKLOADS):
-            from bench import chart
+            from bench import chart, report
 
             chart.draw(result, args.chart)
+            if args.output == DEFAULT_OUTPUT:
+                report.update(result)
     return 0
 
 

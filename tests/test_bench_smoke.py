@@ -64,6 +64,33 @@ def test_every_workload_but_the_torch_one(tmp_path: Path) -> None:
     assert all(row["ours"] is not None for row in rows)
     _check_rows(rows)
     assert result["table"].splitlines()[0].startswith("workload")
+    _check_report(tmp_path, result)
+
+
+def _check_report(tmp_path: Path, result: dict[str, Any]) -> None:
+    """``bench.report`` puts the run's table between the markers and keeps the rest."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench import report
+    finally:
+        sys.path.remove(str(ROOT))
+    page = tmp_path / "page.md"
+    page.write_text(f"# Title\n\n{report.START}\nold table\n{report.END}\n\n## After\n")
+    report.update(result, (page,))
+    report.update(result, (page,))  # idempotent: the block is replaced, not nested
+    text = page.read_text()
+    assert text.startswith("# Title\n")
+    assert text.endswith("\n## After\n")
+    assert "old table" not in text
+    assert text.count(report.START) == 1
+    assert text.count(report.END) == 1
+    assert result["table"] in text
+    assert result["command"] in text
+    assert "targets met:" in text
+    broken = tmp_path / "broken.md"
+    broken.write_text(f"{report.START}\nno end marker, nothing may be eaten\n")
+    with pytest.raises(ValueError, match="latest-table"):
+        report.update(result, (broken,))
 
 
 @pytest.mark.torch

@@ -13,9 +13,6 @@ import tinkex_actors
 
 ROOT = Path(__file__).resolve().parent.parent
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-#: Pages other work streams own and write (performance, reliability): links to them are
-#: accepted while they do not exist yet. Drop an entry once its page is committed.
-PENDING_PAGES = {ROOT / "docs" / "performance.md", ROOT / "docs" / "reliability.md"}
 
 
 def _generator() -> ModuleType:
@@ -84,6 +81,6 @@ def test_relative_links_resolve(path: Path) -> None:
         if re.match(r"^[a-z]+:", target) or target.startswith("#"):
             continue
         resolved = (path.parent / target.split("#", 1)[0]).resolve()
-        if not resolved.exists() and resolved not in PENDING_PAGES:
+        if not resolved.exists():
             broken.append(target)
     assert broken == []
