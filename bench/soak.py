@@ -8,8 +8,10 @@ sampling client, samples) every few seconds. After a warm-up the process's RSS a
 count are sampled every second.
 
 It passes when, measured after the warm-up: RSS grew less than ``--max-rss-growth-mb``
-(20 MB), the thread count stayed flat (the last third's median is at most the first third's
-plus 2), nothing failed, and every thread the SDK started was gone after the clients closed.
+(20 MB), the thread count stayed flat (the tenant's worker pool, which grows lazily with the
+concurrency, stayed within its bound; the other threads' last-third median is at most their
+first third's plus 2), nothing failed, and every thread the SDK started was gone after the
+clients closed.
 
 ::
 
@@ -48,6 +50,11 @@ PROMPT = types.ModelInput.from_ints([11, 12, 13, 14, 15, 16, 17, 18])
 PARAMS = types.SamplingParams(max_tokens=16, temperature=0.8, seed=1)
 #: The thread-count tolerance of "flat": the last third's median may exceed the first's by this.
 THREAD_SLACK = 2
+
+
+def pool_prefix(config: Config) -> str:
+    """The name prefix of the worker threads of ``config``'s tenant pool."""
+    return f"tinkex-{config.tenant_id[:8]}-"
 
 
 def _batch() -> list[types.Datum]:
@@ -116,17 +123,31 @@ class Report:
     threads_after_close: int = 0
     server_rss_start: float | None = None
     server_rss_end: float | None = None
+    #: The tenant's worker pool: its bound (``Config.http_pool_size``) and its peak size.
+    pool_bound: int = 0
+    pool_peak: int = 0
     rss_samples: list[float] = field(default_factory=list)
     thread_samples: list[int] = field(default_factory=list)
+    #: The thread counts without the tenant's pool workers, sampled with ``thread_samples``.
+    other_thread_samples: list[int] = field(default_factory=list)
 
     @property
     def threads_flat(self) -> bool:
         """Whether the thread count did not grow over the run.
 
-        Compared by median: the churning second client adds a few threads for a moment every
-        few seconds, which a peak catches or misses by chance; a leak moves the median.
+        The tenant's worker pool starts threads lazily up to its bound as the concurrency
+        peaks, so it may grow during the run and only has to stay within that bound. Every
+        other thread is compared by median, first third against last: the churning second
+        client adds a few threads for a moment every few seconds, which a peak catches or
+        misses by chance; a leak moves the median.
         """
-        return self.threads_last_third_median <= self.threads_first_third_median + THREAD_SLACK
+        samples = self.other_thread_samples
+        if not samples:
+            return self.pool_peak <= self.pool_bound
+        third = max(1, len(samples) // 3)
+        first = statistics.median(samples[:third])
+        last = statistics.median(samples[-third:])
+        return last <= first + THREAD_SLACK and self.pool_peak <= self.pool_bound
 
     @property
     def passed(self) -> bool:
@@ -176,6 +197,7 @@ class Report:
                     f"{self.threads_last_third_median:g} ({self.threads_last_third_peak})"
                 ),
             ),
+            ("tenant pool threads peak (bound)", f"{self.pool_peak} ({self.pool_bound})"),
             ("threads after close", f"{self.threads_after_close}"),
         ]
         if self.server_rss_start is not None and self.server_rss_end is not None:
@@ -244,7 +266,10 @@ class Soak:
         self.save_every = save_every
         self.churn_every = churn_every
         self.server_pid = server_pid
-        self.report = Report(seconds, self.warmup, max_rss_growth=max_rss_growth)
+        self.report = Report(
+            seconds, self.warmup, max_rss_growth=max_rss_growth, pool_bound=config.http_pool_size
+        )
+        self._pool_prefix = pool_prefix(config)
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -362,7 +387,11 @@ class Soak:
             self._stop.wait(max(0.0, min(next_tick, end) - time.monotonic()))
             next_tick += 1.0
             report.rss_samples.append(round(rss_mb(), 2))
-            report.thread_samples.append(threading.active_count())
+            threads = threading.enumerate()
+            workers = sum(thread.name.startswith(self._pool_prefix) for thread in threads)
+            report.thread_samples.append(len(threads))
+            report.other_thread_samples.append(len(threads) - workers)
+            report.pool_peak = max(report.pool_peak, workers)
             if progress is not None and len(report.rss_samples) % 30 == 0:
                 progress(
                     f"  {time.monotonic() - started:5.0f} s  rss {report.rss_samples[-1]:.1f} MiB"
