@@ -239,13 +239,17 @@ SERVER_SEQ_GAP_TIMEOUT: Final = 30.0
 SERVER_WORKERS: Final = 16
 #: Completed futures (and idempotency records) are kept this long for re-retrieval.
 SERVER_FUTURE_TTL: Final = 3600.0
+#: How long a future stays retrievable once its result was sent (a client whose answer was
+#: lost on the way polls again within seconds); bounds the server's memory under load.
+SERVER_DELIVERED_FUTURE_TTL: Final = 60.0
 SERVER_IDEMPOTENCY_MAX: Final = 100_000
 #: Signed archive URLs live this long by default (the 0.25 SDK assumes 15 minutes).
 SERVER_ARCHIVE_URL_TTL: Final = 900
 #: Checkpoint TTL bounds (protocol §3.5: one hour to ten years).
 CHECKPOINT_TTL_MIN: Final = 3600
 CHECKPOINT_TTL_MAX: Final = 10 * 365 * 24 * 3600
-SERVER_EXPIRY_SWEEP_INTERVAL: Final = 60.0
+#: How often expired checkpoints and futures are swept.
+SERVER_EXPIRY_SWEEP_INTERVAL: Final = 15.0
 #: On SIGTERM, in-flight HTTP requests get this long to finish.
 SERVER_GRACEFUL_SHUTDOWN: Final = 10.0
 #: EmbeddedServer: longest wait for /healthz after spawning the subprocess.

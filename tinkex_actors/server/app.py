@@ -70,7 +70,7 @@ def _open_state(settings: ServerSettings, factory: Callable[[], Engine]) -> Serv
         signer=ArchiveSigner(settings.data_dir),
         host=host,
         scheduler=scheduler,
-        futures=FutureStore(settings.future_ttl),
+        futures=FutureStore(settings.future_ttl, settings.delivered_future_ttl),
         idempotency=IdempotencyCache(SERVER_IDEMPOTENCY_MAX, settings.future_ttl),
         loop=loop,
         rate_limiter=SampleRateLimiter(settings.rate_limits),

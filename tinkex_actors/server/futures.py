@@ -3,6 +3,11 @@
 A :class:`FutureRecord` is created when a request is accepted and completed from a worker
 thread; ``retrieve_future`` long-polls it on the event loop. Results are encoded lazily, once
 per wire format, so repeated polls of a finished future cost a dictionary lookup.
+
+Retention: a finished future stays retrievable for ``ttl`` (an hour) until its result is sent,
+then for ``delivered_ttl`` (a minute: a client whose answer was lost polls again within
+seconds). So memory follows the request rate over a minute, not over an hour: a sampling
+fan-out of hundreds of samples per second holds tens of MiB, not gigabytes.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class FutureRecord:
         "_loop",
         "_state",
         "category",
+        "delivered_at",
         "done_at",
         "error",
         "kind",
@@ -66,9 +72,10 @@ class FutureRecord:
         self.error = ""
         self.category = RequestErrorCategory.UNKNOWN
         self.done_at = 0.0
+        self.delivered_at = 0.0
         self._state = _PENDING
         self._loop = loop
-        self._event = asyncio.Event()
+        self._event: asyncio.Event | None = asyncio.Event()
         self._encoded: dict[bool, bytes] = {}
 
     @property
@@ -80,7 +87,13 @@ class FutureRecord:
         self.done_at = time.monotonic()
         # A closed loop means the server is gone and nobody is waiting.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._event.set)
+            self._loop.call_soon_threadsafe(self._release)
+
+    def _release(self) -> None:
+        # Waiters hold the event; a finished record no longer needs it (wait() checks the state).
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
 
     def set_result(self, result: Any) -> None:
         """Complete with a result (a dict for JSON kinds, engine results otherwise)."""
@@ -99,15 +112,23 @@ class FutureRecord:
 
     async def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; True when done."""
-        if self._state != _PENDING:
-            return True
+        event = self._event
+        if self._state != _PENDING or event is None:
+            return self._state != _PENDING
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+            await asyncio.wait_for(event.wait(), timeout)
         return self._state != _PENDING
 
     def wake(self) -> None:
         """Release waiters without completing (server shutdown)."""
-        self._loop.call_soon_threadsafe(self._event.set)
+        event = self._event
+        if event is not None:
+            self._loop.call_soon_threadsafe(event.set)
+
+    def delivered(self) -> None:
+        """Record that the finished answer was sent: the short retention starts."""
+        if not self.delivered_at:
+            self.delivered_at = time.monotonic()
 
     def encoded(self, protobuf: bool) -> tuple[bytes, bool]:
         """The answer body and whether it is protobuf (only for the two binary kinds)."""
@@ -133,10 +154,17 @@ class FutureRecord:
 
 
 class FutureStore:
-    """Every live future by request id; finished ones are evicted after ``ttl`` seconds."""
+    """Every live future by request id; finished ones are evicted after ``ttl`` seconds, or
+    ``delivered_ttl`` seconds after their answer was sent."""
 
-    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl: float,
+        delivered_ttl: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ttl = ttl
+        self._delivered_ttl = ttl if delivered_ttl is None else min(ttl, delivered_ttl)
         self._clock = clock
         self._futures: dict[str, FutureRecord] = {}
         self._lock = threading.Lock()
@@ -178,10 +206,17 @@ class FutureStore:
         )
 
     def sweep(self) -> int:
-        """Drop futures finished more than ``ttl`` seconds ago; returns how many."""
-        cutoff = self._clock() - self._ttl
+        """Drop futures finished more than ``ttl`` seconds ago, or delivered more than
+        ``delivered_ttl`` seconds ago; returns how many."""
+        now = self._clock()
+        cutoff, delivered_cutoff = now - self._ttl, now - self._delivered_ttl
         with self._lock:
-            stale = [k for k, f in self._futures.items() if f.done and f.done_at < cutoff]
+            stale = [
+                k
+                for k, f in self._futures.items()
+                if f.done
+                and (f.done_at < cutoff or (f.delivered_at and f.delivered_at < delivered_cutoff))
+            ]
             for key in stale:
                 del self._futures[key]
         return len(stale)

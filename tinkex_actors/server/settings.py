@@ -13,6 +13,7 @@ from tinkex_actors._constants import (
     SERVER_ARCHIVE_URL_TTL,
     SERVER_DEFAULT_HOST,
     SERVER_DEFAULT_PORT,
+    SERVER_DELIVERED_FUTURE_TTL,
     SERVER_EXPIRY_SWEEP_INTERVAL,
     SERVER_FUTURE_TTL,
     SERVER_MAX_BODY_BYTES,
@@ -47,6 +48,7 @@ class ServerSettings:
         min_ttl_seconds: smallest checkpoint TTL accepted.
         expiry_sweep_interval: how often expired checkpoints and futures are swept.
         future_ttl: how long finished futures stay retrievable.
+        delivered_future_ttl: how long a future stays retrievable after its result was sent.
         client_config: flags answered to ``client/config`` (e.g. chunk limits).
         rate_limits: ``asample`` requests per second allowed to an API key (one of
             ``api_keys``); keys not listed are not limited. Never shown in the repr.
@@ -68,6 +70,7 @@ class ServerSettings:
     min_ttl_seconds: int = CHECKPOINT_TTL_MIN
     expiry_sweep_interval: float = SERVER_EXPIRY_SWEEP_INTERVAL
     future_ttl: float = SERVER_FUTURE_TTL
+    delivered_future_ttl: float = SERVER_DELIVERED_FUTURE_TTL
     client_config: Mapping[str, Any] = field(default_factory=dict)
     rate_limits: Mapping[str, float] = field(default_factory=dict, repr=False)
 
@@ -84,6 +87,7 @@ class ServerSettings:
             ("min_ttl_seconds", self.min_ttl_seconds >= 1, "expected >= 1"),
             ("expiry_sweep_interval", self.expiry_sweep_interval > 0, "expected > 0"),
             ("future_ttl", self.future_ttl > 0, "expected > 0"),
+            ("delivered_future_ttl", self.delivered_future_ttl > 0, "expected > 0"),
         ]
         for name, ok, expected in checks:
             if not ok:

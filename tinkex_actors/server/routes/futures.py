@@ -115,3 +115,4 @@ class FuturesEndpoint:
         accept = next((v for k, v in scope["headers"] if k == b"accept"), b"")
         data, binary = record.encoded(_PROTO_ACCEPT in accept)
         await _send(send, 200, data, _PROTO_TYPE if binary else _JSON_TYPE)
+        record.delivered()
