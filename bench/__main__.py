@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import Progress, Row, format_table, machine
-from bench._servers import Server
+from bench._servers import bench_server
 from bench._settings import FULL, SMOKE, Settings
 from bench._workers import close_all
 
@@ -60,7 +60,7 @@ def _null_server_group(settings: Settings, only: set[str], progress: Progress) -
     from bench import fanout, footprint, sequential
 
     rows: list[Row] = []
-    with Server("null", cpus=settings.server_cpus) as server:
+    with bench_server("null", cpus=settings.server_cpus) as server:
         if {"sequential", "fanout"} & only:
             progress("starting the clients")
             workers = sequential.start(settings, server)

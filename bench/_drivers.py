@@ -19,12 +19,13 @@ block until their results are in.
 
 from __future__ import annotations
 
+import abc
 import json
 import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from bench._common import MODEL
 
@@ -228,19 +229,29 @@ class Official:
 
 
 # ------------------------------------------------------------------------------ floors
-class _Floor:
-    """Submit + retrieve_future by hand. Subclasses provide :meth:`post` on one connection."""
+class _Floor(abc.ABC):
+    """Submit + retrieve_future by hand over one connection (:meth:`open`, :meth:`post`)."""
 
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Open the connection to ``self.base_url``."""
+
+    @abc.abstractmethod
     def post(
         self, path: str, body: bytes, content_type: str, accept: str
     ) -> tuple[int, str, bytes]:
-        raise NotImplementedError
+        """One exchange: status, content type, body."""
 
-    def new_connection(self) -> _Floor:
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def close_connection(self) -> None:
-        raise NotImplementedError
+        """Close the connection."""
+
+    def new_connection(self) -> Self:
+        """Another floor of this kind on its own connection to the same server."""
+        other = type(self)()
+        other.base_url, other.api_key = self.base_url, self.api_key
+        other.open()
+        return other
 
     def setup(self, base_url: str, api_key: str, spec: Spec) -> None:
         from tinkex_actors.types import (
@@ -310,9 +321,6 @@ class _Floor:
                 "sampling_session_id": self.sampler_id,
                 "type": "sample",
             }
-
-    def open(self) -> None:
-        raise NotImplementedError
 
     def call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         status, _, body = self.post(path, json.dumps(payload).encode(), JSON, JSON)
@@ -394,9 +402,6 @@ class _Floor:
 
         return _fan(n, self.spec.threads, share)
 
-    def mixed(self, n: int) -> int:
-        raise NotImplementedError("the floors are not part of the footprint workload")
-
     def close(self) -> None:
         self.post(
             f"/api/v1/sessions/{self.session_id}/finish",
@@ -418,12 +423,6 @@ class HttpClientFloor(_Floor):
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
         self.conn = http.client.HTTPConnection(self._host, self._port, timeout=TIMEOUT)
         self.headers = {"X-API-Key": self.api_key}
-
-    def new_connection(self) -> HttpClientFloor:
-        other = HttpClientFloor()
-        other.base_url, other.api_key = self.base_url, self.api_key
-        other.open()
-        return other
 
     def post(
         self, path: str, body: bytes, content_type: str, accept: str
@@ -455,12 +454,6 @@ class RequestsFloor(_Floor):
 
         self.session = requests.Session()
         self.session.headers["X-API-Key"] = self.api_key
-
-    def new_connection(self) -> RequestsFloor:
-        other = RequestsFloor()
-        other.base_url, other.api_key = self.base_url, self.api_key
-        other.open()
-        return other
 
     def post(
         self, path: str, body: bytes, content_type: str, accept: str
@@ -526,12 +519,6 @@ class EngineFloor:
 
     def sample(self) -> None:
         self.engine.sample("bench-sampler", self.sample_spec)
-
-    def fanout(self, n: int) -> int:
-        raise NotImplementedError
-
-    def mixed(self, n: int) -> int:
-        raise NotImplementedError
 
     def close(self) -> None:
         self.engine.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from bench._common import Progress, Row, Stat
 from bench._drivers import Spec
-from bench._servers import Server
+from bench._servers import bench_server
 from bench._settings import Settings
 from bench._workers import close_all, start_all
 
@@ -27,7 +27,7 @@ def run(settings: Settings, progress: Progress) -> list[Row]:
     results: dict[str, dict[str, list[float]]] = {
         call: {name: [] for name in CLIENTS} for call in ("step", "sample")
     }
-    with Server("torch", cpus=settings.server_cpus) as server:
+    with bench_server("torch", cpus=settings.server_cpus) as server:
         workers = start_all(CLIENTS, server.base_url, SPEC, settings.client_cpus)
         try:
             for call, n in (("step", settings.torch_steps), ("sample", settings.torch_samples)):

@@ -17,9 +17,9 @@ import json
 
 from bench._common import Progress, Row, Stat, Target, python_command, run_quiet
 from bench._drivers import Spec
-from bench._servers import Server
 from bench._settings import Settings
 from bench._workers import close_all, start_all
+from tinkex_actors.server.embedded import EmbeddedServer
 
 CLIENTS = ("ours", "official")
 _IMPORT = "import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
@@ -40,7 +40,9 @@ def import_times(reps: int) -> dict[str, list[float]]:
     return times
 
 
-def measure(settings: Settings, server: Server, progress: Progress) -> dict[str, dict[str, float]]:
+def measure(
+    settings: Settings, server: EmbeddedServer, progress: Progress
+) -> dict[str, dict[str, float]]:
     """RSS (MiB) and threads at start, after the fan-out and after the mixed requests."""
     progress(f"footprint: {settings.samples} samples then {settings.mixed} mixed requests")
     spec = Spec(threads=settings.fan_threads)
@@ -70,7 +72,7 @@ def measure(settings: Settings, server: Server, progress: Progress) -> dict[str,
     return probes
 
 
-def run(settings: Settings, server: Server, progress: Progress) -> list[Row]:
+def run(settings: Settings, server: EmbeddedServer, progress: Progress) -> list[Row]:
     """RSS and thread growth (targets: < 20 MiB, 0 threads) and import time."""
     probes = measure(settings, server, progress)
     progress("import time")

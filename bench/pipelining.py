@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from bench._common import Progress, Row, Stat, Target
 from bench._drivers import Spec
-from bench._servers import Server
+from bench._servers import bench_server
 from bench._settings import Settings
 from bench._workers import close_all, start_all
 
@@ -25,7 +25,7 @@ def run(settings: Settings, progress: Progress) -> list[Row]:
     progress(f"pipelining {settings.steps} steps @ {settings.simulate_ms:g} ms")
     ideal = settings.steps * 2 * settings.simulate_ms / 1000
     ratios: dict[str, list[float]] = {name: [] for name in CLIENTS}
-    with Server(
+    with bench_server(
         "null", extra=(f"--simulate-ms={settings.simulate_ms:g}",), cpus=settings.server_cpus
     ) as server:
         workers = start_all(CLIENTS, server.base_url, Spec(sampling=False), settings.client_cpus)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from bench._common import Progress, Row, Stat, Target
 from bench._drivers import Spec
-from bench._servers import Server
 from bench._settings import Settings
 from bench._workers import Worker, start_all
+from tinkex_actors.server.embedded import EmbeddedServer
 
 CLIENTS = ("ours", "official", "http.client", "requests")
 CALLS = (
@@ -25,7 +25,7 @@ CALLS = (
 )
 
 
-def start(settings: Settings, server: Server) -> dict[str, Worker]:
+def start(settings: Settings, server: EmbeddedServer) -> dict[str, Worker]:
     """The four clients, set up (they serve the fan-out workload too)."""
     spec = Spec(threads=settings.fan_threads)
     return start_all(CLIENTS, server.base_url, spec, settings.client_cpus)
