@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from tinkex_actors import ActorFuture, Config, ServiceClient, TrainingClient, telemetry, types
 from tinkex_actors.errors import ActorCrashedError, ChildFailedError
 from tinkex_actors.server.embedded import config_or_embedded
-from tinkex_actors.transport import RawResponse, RawStream, Timeouts, Urllib3Backend
+from tinkex_actors.transport import RawResponse, RawStream, RequestsBackend, Timeouts
 
 BASE_MODEL = os.environ.get("EXAMPLE_BASE_MODEL", "tinkex/tiny-llama")
 CHECKPOINT_EVERY = 5
@@ -64,7 +64,7 @@ class ChaosBackend:
     """The default transport backend, plus crashes on demand for forward_backward."""
 
     def __init__(self, config: Config) -> None:
-        self.inner = Urllib3Backend(config)
+        self.inner = RequestsBackend(config)
         self.armed = 0
         self.lock = threading.Lock()
 

@@ -167,6 +167,8 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("proxy", "socks5://h:1"),
     ("proxy", "not a url"),
     ("http_pool_size", 0),
+    ("http_pool_block", "yes"),
+    ("max_response_bytes", 0),
     ("max_chunk_datums", 0),
     ("max_chunk_tokens", -5),
     ("sample_max_inflight", 0),

@@ -22,7 +22,7 @@ from tinkex_actors._logging import LOGGER_NAME
 from tinkex_actors.config import Config
 from tinkex_actors.errors import TinkexError
 from tinkex_actors.testing import SleepRecorder
-from tinkex_actors.transport import HTTPTransport, RequestsBackend, Urllib3Backend
+from tinkex_actors.transport import HTTPTransport
 
 API_KEY = "tml-" + secrets.token_hex(16)
 CF_SECRET = "cfsecret" + secrets.token_hex(8)
@@ -47,7 +47,7 @@ def servers() -> Iterator[tuple[LocalServer, LocalServer]]:
     other.stop()
 
 
-def scenario(base: LocalServer, other: LocalServer, backend: str) -> list[str]:
+def scenario(base: LocalServer, other: LocalServer) -> list[str]:
     """Drive the transport through every path; return every text it produced."""
     shown: list[str] = []
     config = Config(
@@ -58,8 +58,7 @@ def scenario(base: LocalServer, other: LocalServer, backend: str) -> list[str]:
         default_headers={"X-Extra-Token": HEADER_SECRET},
     )
     shown += [repr(config), str(config), repr(config.tenant_key), config.tenant_id]
-    chosen = Urllib3Backend(config) if backend == "urllib3" else RequestsBackend(config)
-    transport = HTTPTransport(config, backend=chosen, sleep=SleepRecorder())
+    transport = HTTPTransport(config, sleep=SleepRecorder())
     shown.append(repr(transport))
 
     def attempt(fn: Any) -> None:
@@ -93,9 +92,8 @@ def scenario(base: LocalServer, other: LocalServer, backend: str) -> list[str]:
     return shown
 
 
-@pytest.mark.parametrize("backend", ["urllib3", "requests"])
 def test_no_secret_in_logs_reprs_errors_or_telemetry(
-    servers: tuple[LocalServer, LocalServer], backend: str, caplog: pytest.LogCaptureFixture
+    servers: tuple[LocalServer, LocalServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     base, other = servers
     events: list[str] = []
@@ -107,9 +105,9 @@ def test_no_secret_in_logs_reprs_errors_or_telemetry(
     logger_id = telemetry.attach_logger(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger=LOGGER_NAME)
     try:
-        shown = scenario(base, other, backend)
+        shown = scenario(base, other)
         with structlog.testing.capture_logs() as structured:
-            shown += scenario(base, other, backend)
+            shown += scenario(base, other)
     finally:
         telemetry.detach("secrets-recorder")
         telemetry.detach(logger_id)

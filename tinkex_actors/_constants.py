@@ -64,10 +64,14 @@ RETRY_MAX_DELAY: Final = 10.0
 RETRY_JITTER: Final = 0.25
 #: retry-after(-ms) values are honoured only when 0 < value <= this.
 RETRY_AFTER_MAX: Final = 60.0
-RETRYABLE_STATUS: Final = frozenset({408, 409, 429})
+#: Retryable statuses below 500. Not 409: a conflict does not go away by asking again (a
+#: server that knows better says ``x-should-retry: true``).
+RETRYABLE_STATUS: Final = frozenset({408, 429})
 #: Statuses >= this are retryable as well.
 RETRYABLE_STATUS_FLOOR: Final = 500
-#: Back-off of the polling loop after connection errors and 429: min(2**n, this).
+#: Back-off of the polling loop after connection errors and 429: min(initial * 2**n, max),
+#: jittered.
+POLL_BACKOFF_INITIAL: Final = 1.0
 POLL_BACKOFF_MAX: Final = 30.0
 #: Immediate retries of a retrieve_future answered 400 before giving up.
 POLL_MAX_BAD_REQUEST_RETRIES: Final = 3
@@ -177,6 +181,12 @@ USER_AGENT_PRODUCT: Final = "tinkex_actors"
 #: Keep-alive connections kept per origin and tenant; more concurrent requests open extra
 #: connections that are closed after use. Opened lazily, so a large value costs nothing idle.
 HTTP_POOL_SIZE: Final = 64
+#: Whether a request waits for a pooled connection when all are busy (False: it opens an
+#: extra connection, closed after use).
+HTTP_POOL_BLOCK: Final = False
+#: Largest answer body read into memory (streamed downloads are not bounded): far above any
+#: real result (a forward_backward of 1,024 sequences x 32k tokens is ~130 MB of logprobs).
+HTTP_MAX_RESPONSE_BYTES: Final = 1024 * 1024 * 1024
 #: Same-origin redirects followed per request (a redirect to another origin is never
 #: followed with the API key).
 HTTP_MAX_REDIRECTS: Final = 5

@@ -19,7 +19,7 @@ import attrs
 
 from tinkex_actors import _constants as c
 from tinkex_actors.errors import ResponseDecodeError, ValidationError
-from tinkex_actors.transport import QueryValue, Response
+from tinkex_actors.transport import QueryValue, Response, RetryPolicy, path_segment
 from tinkex_actors.types import (
     CheckpointArchiveUrlResponse,
     CheckpointsListResponse,
@@ -63,7 +63,9 @@ _API: Final = c.API_PREFIX
 _SCOPES: Final = ("owned", "accessible")
 _KINDS: Final = ("weights", "sampler_weights", "external_weights")
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-_CONFLICT: Final = frozenset({409})
+#: The archive URL: 503 means "still being generated"; it is asked again after
+#: ARCHIVE_RETRY_DELAY (or the server's shorter retry-after), ARCHIVE_MAX_ATTEMPTS times in all.
+_ARCHIVE_POLICY: Final = RetryPolicy(status_delays={503: c.ARCHIVE_RETRY_DELAY})
 
 
 @attrs.frozen
@@ -77,8 +79,10 @@ class Call(Generic[T]):
     body: bytes | None = None
     #: The archive-URL exchange: redirects are read, not followed; 503 waits (see rest.py).
     archive: bool = False
-    #: Statuses that are final answers for this call, never retried (publish's 409).
-    final_statuses: frozenset[int] = frozenset()
+    #: Retry rules of this call (None: the transport's) and its retry budget (None:
+    #: ``Config.max_retries``).
+    policy: RetryPolicy | None = None
+    max_retries: int | None = None
 
 
 # ---------------------------------------------------------------------------- argument checks
@@ -94,11 +98,6 @@ def _identifier(value: object, field: str) -> str:
 
 def _shown(value: object) -> str:
     return repr(value) if isinstance(value, str) else type(value).__name__
-
-
-def _segment(value: str) -> str:
-    # Ids such as "<session>:train:0" keep their colons (the official SDK sends them raw).
-    return urllib.parse.quote(value, safe=":@!$&'()*+,;=-._~")
 
 
 def _int(value: object, field: str, minimum: int) -> int:
@@ -151,7 +150,7 @@ def checkpoint_target(path_or_run_id: object, checkpoint_id: object | None) -> t
 
 def _checkpoint_path(run_id: str, checkpoint_id: str, action: str = "") -> str:
     kind, _, name = checkpoint_id.partition("/")
-    path = f"{_API}/training_runs/{_segment(run_id)}/checkpoints/{kind}/{_segment(name)}"
+    path = f"{_API}/training_runs/{path_segment(run_id)}/checkpoints/{kind}/{path_segment(name)}"
     return f"{path}/{action}" if action else path
 
 
@@ -229,7 +228,7 @@ def get_session(session_id: object, access_scope: object) -> Call[GetSessionResp
     """``GET /sessions/{id}``."""
     sid = _identifier(session_id, "session_id")
     query = {"access_scope": _scope(access_scope)}
-    return Call("GET", f"{_API}/sessions/{_segment(sid)}", _json(GetSessionResponse), query)
+    return Call("GET", f"{_API}/sessions/{path_segment(sid)}", _json(GetSessionResponse), query)
 
 
 def list_user_checkpoints(limit: object, offset: object) -> Call[CheckpointsListResponse]:
@@ -247,7 +246,7 @@ def list_checkpoints(
         query["limit"] = _int(limit, "limit", 1)
     if offset is not None:
         query["offset"] = _int(offset, "offset", 0)
-    path = f"{_API}/training_runs/{_segment(run)}/checkpoints"
+    path = f"{_API}/training_runs/{path_segment(run)}/checkpoints"
     return Call("GET", path, _json(CheckpointsListResponse), query or None)
 
 
@@ -255,7 +254,7 @@ def get_training_run(training_run_id: object, access_scope: object) -> Call[Trai
     """``GET /training_runs/{id}``."""
     run = _identifier(training_run_id, "training_run_id")
     query = {"access_scope": _scope(access_scope)}
-    return Call("GET", f"{_API}/training_runs/{_segment(run)}", _json(TrainingRun), query)
+    return Call("GET", f"{_API}/training_runs/{path_segment(run)}", _json(TrainingRun), query)
 
 
 def list_training_runs(
@@ -277,7 +276,14 @@ def get_checkpoint_archive_url(
     def unreachable(reply: Response) -> CheckpointArchiveUrlResponse:
         raise AssertionError("archive calls are decoded by archive_answer")
 
-    return Call("GET", _checkpoint_path(run, ckpt, "archive"), unreachable, archive=True)
+    return Call(
+        "GET",
+        _checkpoint_path(run, ckpt, "archive"),
+        unreachable,
+        archive=True,
+        policy=_ARCHIVE_POLICY,
+        max_retries=c.ARCHIVE_MAX_ATTEMPTS - 1,
+    )
 
 
 def delete_checkpoint(path_or_run_id: object, checkpoint_id: object | None) -> Call[None]:
@@ -291,13 +297,8 @@ def publish_checkpoint(
 ) -> Call[None]:
     """``POST`` (publish) or ``DELETE`` (unpublish) ``.../checkpoints/{kind}/{name}/publish``."""
     run, ckpt = checkpoint_target(path_or_run_id, checkpoint_id)
-    # 409 means "already public" / "not public": a final answer, not a transient conflict.
-    return Call(
-        "POST" if public else "DELETE",
-        _checkpoint_path(run, ckpt, "publish"),
-        _nothing,
-        final_statuses=_CONFLICT,
-    )
+    # A 409 ("already public" / "not public") is a final answer, as for every call.
+    return Call("POST" if public else "DELETE", _checkpoint_path(run, ckpt, "publish"), _nothing)
 
 
 def set_checkpoint_ttl(
@@ -321,4 +322,4 @@ def get_weights_info(tinker_path: object) -> Call[WeightsInfoResponse]:
 def get_sampler(sampler_id: object) -> Call[GetSamplerResponse]:
     """``GET /samplers/{id}``."""
     sid = _identifier(sampler_id, "sampler_id")
-    return Call("GET", f"{_API}/samplers/{_segment(sid)}", _json(GetSamplerResponse))
+    return Call("GET", f"{_API}/samplers/{path_segment(sid)}", _json(GetSamplerResponse))

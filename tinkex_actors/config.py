@@ -292,9 +292,15 @@ class Config:
         verify_tls: verify server certificates. Turning it off must be explicit; the
             transport logs a WARNING when it builds a pool without verification.
         ca_bundle: a CA bundle file or directory used instead of certifi's bundle.
-        proxy: an explicit ``http://`` or ``https://`` proxy URL. Proxy environment
-            variables (``HTTPS_PROXY``...) are never consulted.
+        proxy: an explicit ``http://`` or ``https://`` proxy URL for every request. When
+            None, the proxy environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``,
+            ``NO_PROXY``, any case) is read once, when the tenant's connection pool is built.
         http_pool_size: keep-alive connections kept per origin.
+        http_pool_block: when every pooled connection is busy, wait for one (True) instead
+            of opening an extra connection that is closed after use (False).
+        max_response_bytes: the largest answer body read into memory; a bigger one raises
+            :class:`~tinkex_actors.errors.ResponseTooLargeError` (streamed downloads are
+            not bounded).
         max_chunk_datums: most datums per forward_backward chunk (the server's
             ``client/config`` announcement wins when present).
         max_chunk_tokens: most tokens per forward_backward chunk (likewise).
@@ -320,6 +326,8 @@ class Config:
     ca_bundle: str | None = None
     proxy: str | None = None
     http_pool_size: int = c.HTTP_POOL_SIZE
+    http_pool_block: bool = c.HTTP_POOL_BLOCK
+    max_response_bytes: int = c.HTTP_MAX_RESPONSE_BYTES
     max_chunk_datums: int = c.CHUNK_MAX_DATUMS
     max_chunk_tokens: int = c.CHUNK_MAX_TOKENS
     sample_max_inflight: int = c.SAMPLE_MAX_INFLIGHT
@@ -343,6 +351,7 @@ class Config:
         put("max_retries", _integer("max_retries", self.max_retries, minimum=0))
         for name in (
             "http_pool_size",
+            "max_response_bytes",
             "max_chunk_datums",
             "max_chunk_tokens",
             "sample_max_inflight",
@@ -359,6 +368,7 @@ class Config:
         put("project_id", _optional_text("project_id", self.project_id))
         put("telemetry_enabled", _boolean("telemetry_enabled", self.telemetry_enabled))
         put("verify_tls", _boolean("verify_tls", self.verify_tls))
+        put("http_pool_block", _boolean("http_pool_block", self.http_pool_block))
         for name in ("cf_access_client_id", "cf_access_client_secret"):
             text = _optional_text(name, getattr(self, name))
             if text is not None:
@@ -400,6 +410,8 @@ class Config:
         ca_bundle: str | os.PathLike[str] | None = None,
         proxy: str | None = None,
         http_pool_size: int | None = None,
+        http_pool_block: bool | None = None,
+        max_response_bytes: int | None = None,
         max_chunk_datums: int | None = None,
         max_chunk_tokens: int | None = None,
         sample_max_inflight: int | None = None,
@@ -433,6 +445,8 @@ class Config:
                 ("ca_bundle", ca_bundle),
                 ("proxy", proxy),
                 ("http_pool_size", http_pool_size),
+                ("http_pool_block", http_pool_block),
+                ("max_response_bytes", max_response_bytes),
                 ("max_chunk_datums", max_chunk_datums),
                 ("max_chunk_tokens", max_chunk_tokens),
                 ("sample_max_inflight", sample_max_inflight),

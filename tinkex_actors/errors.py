@@ -26,6 +26,7 @@
     │   │   ├── RateLimitError                429
     │   │   └── InternalServerError           >= 500
     │   ├── ResponseDecodeError               a 2xx answer we could not understand
+    │   ├── ResponseTooLargeError             an answer above ``Config.max_response_bytes``
     │   └── RequestFailedError                the server ran the request and it failed
     ├── TokenizerError                        a tokenizer could not be found or loaded
     ├── CheckpointDownloadError               a checkpoint archive could not be fetched
@@ -74,6 +75,7 @@ __all__ = [
     "RequestErrorCategory",
     "RequestFailedError",
     "ResponseDecodeError",
+    "ResponseTooLargeError",
     "TinkexError",
     "TinkexTimeoutError",
     "TokenizerError",
@@ -306,6 +308,29 @@ class ResponseDecodeError(APIError):
         if self.body:
             shown = f"{shown}; body: {self.body}"
         super().__init__(shown, method=method, path=path)
+
+
+class ResponseTooLargeError(APIError):
+    """An answer's body is larger than ``Config.max_response_bytes`` (nothing was kept).
+
+    Attributes:
+        limit: the configured limit in bytes.
+        size: the announced size (``Content-Length``), or None when the body was cut off
+            while streaming in.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int,
+        size: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.limit = limit
+        self.size = size
+        super().__init__(message, method=method, path=path)
 
 
 class RequestFailedError(APIError):

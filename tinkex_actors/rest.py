@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 from tinkex_actors import _constants as c
 from tinkex_actors import _rest_requests as req
-from tinkex_actors._rest_exchange import exchange
 from tinkex_actors._rest_requests import AccessScope, Call
 from tinkex_actors.actors._pool import WorkerPool
 from tinkex_actors.config import Config
@@ -57,7 +56,8 @@ class RestClient:
             tenant's shared transport from ``acquire_transport``, released by :meth:`close`.
         pool: the worker pool of the ``*_async`` twins (not shut down by :meth:`close`);
             default: a small pool of this client's own.
-        sleep: the wait between archive-URL attempts (tests pass a recorder).
+        sleep: waits out the delay before each retry (tests pass a recorder); default: the
+            transport's.
 
     Raises:
         ValidationError: ``config`` is not a Config.
@@ -69,7 +69,7 @@ class RestClient:
         *,
         transport: HTTPTransport | None = None,
         pool: WorkerPool | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         if not isinstance(config, Config):
             raise ValidationError(f"expected a Config, got {type(config).__name__}", field="config")
@@ -474,13 +474,17 @@ class RestClient:
     def _run(self, call: Call[T]) -> T:
         if self._closed:
             raise ClientClosedError("this RestClient was closed")
+        reply = self._transport.request(
+            call.method,
+            call.path,
+            query=call.query,
+            body=call.body,
+            follow_redirects=not call.archive,
+            policy=call.policy,
+            max_retries=call.max_retries,
+            sleep=self._sleep,
+        )
         if call.archive:
-            reply = exchange(self._transport, call, self._config.max_retries, self._sleep)
             result: Any = req.archive_answer(reply, self._transport.url(call.path), time.time())
             return result  # type: ignore[no-any-return]
-        if call.final_statuses:
-            return call.decode(
-                exchange(self._transport, call, self._config.max_retries, self._sleep)
-            )
-        reply = self._transport.request(call.method, call.path, query=call.query, body=call.body)
         return call.decode(reply)

@@ -1,6 +1,6 @@
 """Test backends for the actor runtime: a real HTTP backend that records and injects faults.
 
-``Recorder`` forwards every exchange to the real server (urllib3) and logs it, in order, so a
+``Recorder`` forwards every exchange to the real server (requests) and logs it, in order, so a
 test can prove *ordering* (e.g. optim_step was sent before forward_backward's result came
 back) without timing assertions. A ``fault`` hook can answer instead of the server (a 429,
 a 500) or raise (an unexpected non-Tinkex error, to crash an actor).
@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import zstandard
 
 from tinkex_actors.config import Config
-from tinkex_actors.transport import RawResponse, RawStream, Timeouts, Urllib3Backend
+from tinkex_actors.transport import RawResponse, RawStream, RequestsBackend, Timeouts
 from tinkex_actors.types import ForwardBackwardRequest
 from tinkex_actors.wire import decode_forward_backward_request
 
@@ -39,10 +39,10 @@ Fault = Callable[[str, str, Mapping[str, str], bytes | None], RawResponse | None
 
 
 class Recorder:
-    """A Backend that forwards to :class:`Urllib3Backend`, logging every exchange."""
+    """A Backend that forwards to :class:`RequestsBackend`, logging every exchange."""
 
     def __init__(self, config: Config, fault: Fault | None = None) -> None:
-        self.inner = Urllib3Backend(config)
+        self.inner = RequestsBackend(config)
         self.fault = fault
         self.events: list[Event] = []
         self._lock = threading.Lock()

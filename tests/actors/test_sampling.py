@@ -10,9 +10,9 @@ import orjson
 import pytest
 from _servers import ServerHandle
 
-from tinkex_actors import Config, SamplingClient, ServiceClient, telemetry, types
+from tinkex_actors import Config, SamplingClient, ServiceClient, errors, telemetry, types
 from tinkex_actors.errors import ClientClosedError, TinkexTimeoutError, ValidationError
-from tinkex_actors.testing import FakeBackend
+from tinkex_actors.testing import FakeBackend, SleepRecorder
 from tinkex_actors.transport import RawResponse
 
 from ._backends import Recorder
@@ -266,3 +266,43 @@ def test_bad_input_and_closed_client(service: ServiceClient, sampler: SamplingCl
     with pytest.raises(ClientClosedError):
         sampler.sample(PROMPT, params)
     assert sampler.closed
+
+
+class _FailFirstAsample:
+    """Answers the first asample with ``status`` and ``headers`` (then lets them through)."""
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.answer: RawResponse | None = FakeBackend.reply(status, b'{"detail": "x"}', headers)
+
+    def __call__(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes | None
+    ) -> RawResponse | None:
+        if not path.endswith("/asample"):
+            return None
+        answer, self.answer = self.answer, None
+        return answer
+
+
+def test_a_sample_honours_retry_after_ms(config: Config) -> None:
+    recorder = Recorder(config, fault=_FailFirstAsample(503, {"retry-after-ms": "300"}))
+    sleeps = SleepRecorder()
+    with ServiceClient(config, backend=recorder, sleep=sleeps) as service:
+        sampler = service.create_sampling_client(base_model=BASE_MODEL, timeout=30)
+        response = sampler.sample(PROMPT, types.SamplingParams(max_tokens=2)).result(timeout=30)
+        assert len(response.sequences) == 1
+    sent = recorder.sent("/asample")
+    assert len(sent) == 2
+    assert sent[0].headers["X-Idempotency-Key"] == sent[1].headers["X-Idempotency-Key"]
+    assert sleeps.delays == [0.3]
+
+
+def test_a_sample_is_not_retried_when_the_server_says_so(config: Config) -> None:
+    recorder = Recorder(config, fault=_FailFirstAsample(503, {"x-should-retry": "false"}))
+    sleeps = SleepRecorder()
+    with ServiceClient(config, backend=recorder, sleep=sleeps) as service:
+        sampler = service.create_sampling_client(base_model=BASE_MODEL, timeout=30)
+        future = sampler.sample(PROMPT, types.SamplingParams(max_tokens=2))
+        with pytest.raises(errors.InternalServerError):
+            future.result(timeout=30)
+    assert len(recorder.sent("/asample")) == 1
+    assert sleeps.delays == []

@@ -19,7 +19,6 @@ from _servers import ServerHandle
 
 from tinkex_actors import Config, ServiceClient, types
 from tinkex_actors.errors import APIConnectionError
-from tinkex_actors.transport import RequestsBackend
 
 from ._training import ADAM, LORA, MODEL, WAIT, batch, checkpoint_files
 from .conftest import MakeProxy
@@ -44,7 +43,6 @@ def _one_step(service: ServiceClient) -> str:
     return training.save_state("tls").result(WAIT).path
 
 
-@pytest.mark.parametrize("backend", ["urllib3", "requests"])
 def test_an_untrusted_certificate_is_refused_by_default(
     null_server: ServerHandle,
     make_proxy: MakeProxy,
@@ -52,7 +50,6 @@ def test_an_untrusted_certificate_is_refused_by_default(
     certificate: tuple[Path, Path],
     fast_sleep: Callable[[float], None],
     monkeypatch: pytest.MonkeyPatch,
-    backend: str,
 ) -> None:
     cert = certificate[0]
     for name, value in LOOSENING_ENV.items():
@@ -60,9 +57,8 @@ def test_an_untrusted_certificate_is_refused_by_default(
     proxy = make_proxy(null_server.port, tls=server_tls)
     config = Config(api_key=null_server.api_key, base_url=proxy.url)
     assert config.verify_tls is True
-    chosen = RequestsBackend(config) if backend == "requests" else None
     with pytest.raises(APIConnectionError) as refused:
-        ServiceClient(config, backend=chosen, sleep=fast_sleep)
+        ServiceClient(config, sleep=fast_sleep)
     assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value)
     assert null_server.api_key not in str(refused.value)
     assert proxy.relayed == []  # nothing got through to the server

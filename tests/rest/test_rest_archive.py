@@ -153,7 +153,7 @@ def test_other_errors_retry_like_the_transport(
 def test_publish_conflict_is_final(
     fake: ScriptedServer, client: RestClient, sleeps: SleepRecorder
 ) -> None:
-    # 409 is normally retried (lock contention); for publish it means "already public".
+    # 409 means "already public": a final answer, as a 409 is for every call.
     base = f"/api/v1/training_runs/{RUN}"
     fake.routes[f"{base}/checkpoints/weights/w1/publish"] = lambda h: reply(h, 409, b"{}")
     fake.routes[base] = lambda h: reply(h, 409, b"{}")
@@ -164,5 +164,10 @@ def test_publish_conflict_is_final(
     assert _requests_to(fake, f"{base}/checkpoints/weights/w1/publish") == 2
     assert sleeps.delays == []
     with pytest.raises(ConflictError):
-        client.get_training_run(RUN)  # an ordinary call: retried by the transport first
-    assert _requests_to(fake, base) == 3  # max_retries=2
+        client.get_training_run(RUN)
+    assert _requests_to(fake, base) == 1
+    retried = {"x-should-retry": "true"}
+    fake.routes[base] = lambda h: reply(h, 409, b"{}", retried)
+    with pytest.raises(ConflictError):
+        client.get_training_run(RUN)  # the server says a retry may help: max_retries=2
+    assert _requests_to(fake, base) == 4

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tinkex_actors.config import Config
-from tinkex_actors.transport import HTTPTransport, RequestsBackend, SocketBackend, Urllib3Backend
+from tinkex_actors.transport import HTTPTransport, RequestsBackend
 
 from ._server import LocalServer
 
@@ -32,14 +32,9 @@ def other_server() -> Iterator[LocalServer]:
     srv.stop()
 
 
-@pytest.fixture(params=["socket", "urllib3", "requests"])
-def backend_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-def make_transport(backend_kind: str) -> Iterator[MakeTransport]:
-    """Build transports on the parametrized backend; all are closed after the test."""
+def make_transport() -> Iterator[MakeTransport]:
+    """Build transports (on the requests backend); all are closed after the test."""
     made: list[HTTPTransport] = []
 
     def make(base_url: str, **kwargs: Any) -> HTTPTransport:
@@ -47,8 +42,7 @@ def make_transport(backend_kind: str) -> Iterator[MakeTransport]:
             k: kwargs.pop(k) for k in ("sleep", "uniform", "wall_clock") if k in kwargs
         }
         config = Config(api_key=kwargs.pop("api_key", API_KEY), base_url=base_url, **kwargs)
-        backends = {"socket": SocketBackend, "urllib3": Urllib3Backend, "requests": RequestsBackend}
-        backend = backends[backend_kind](config)
+        backend = RequestsBackend(config)
         transport = HTTPTransport(config, backend=backend, **transport_kwargs)
         made.append(transport)
         return transport

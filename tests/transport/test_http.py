@@ -15,6 +15,7 @@ from tinkex_actors import _constants as c
 from tinkex_actors import errors
 from tinkex_actors._version import __version__
 from tinkex_actors.testing import SleepRecorder
+from tinkex_actors.transport import path_segment
 
 from ._server import Answer, LocalServer
 from .conftest import API_KEY, MakeTransport
@@ -354,3 +355,37 @@ def test_deprecation_notes_are_logged_once(
             "log_level": "error",
         }
     ]
+
+
+def test_non_ascii_paths_are_percent_encoded(
+    server: LocalServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server.url)
+    transport.request("GET", "/api/v1/training_runs/r\u00e9sum\u00e9/checkpoints/\u6a21\u578b")
+    assert server.requests[0].target == (
+        "/api/v1/training_runs/r%C3%A9sum%C3%A9/checkpoints/%E6%A8%A1%E5%9E%8B"
+    )
+    transport.request("GET", "/api/v1/already%20encoded")
+    assert server.requests[1].target == "/api/v1/already%20encoded"  # escapes kept
+
+
+@pytest.mark.parametrize(
+    ("raw", "quoted"),
+    [
+        ("sess:sample:0", "sess:sample:0"),  # official ids keep their colons
+        ("a/../b", "a%2F..%2Fb"),
+        ("x?admin=1#frag", "x%3Fadmin=1%23frag"),
+        ("50% off", "50%25%20off"),
+        ("caf\u00e9", "caf%C3%A9"),
+    ],
+)
+def test_server_supplied_ids_are_quoted_as_one_segment(raw: str, quoted: str) -> None:
+    assert path_segment(raw) == quoted
+
+
+def test_a_sampler_id_with_slashes_stays_one_segment(
+    server: LocalServer, make_transport: MakeTransport
+) -> None:
+    transport = make_transport(server.url)
+    transport.request("GET", "/api/v1/samplers/" + path_segment("evil/../../admin"))
+    assert server.requests[0].target == "/api/v1/samplers/evil%2F..%2F..%2Fadmin"

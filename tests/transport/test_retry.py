@@ -11,7 +11,7 @@ import pytest
 from tinkex_actors import errors, telemetry
 from tinkex_actors.config import Config
 from tinkex_actors.testing import FakeBackend, SleepRecorder
-from tinkex_actors.transport import HTTPTransport, RetryPolicy
+from tinkex_actors.transport import HTTPTransport, RetryPolicy, call_with_retries
 
 from .conftest import API_KEY
 
@@ -48,14 +48,14 @@ def test_jitter_shortens_each_delay_by_at_most_a_quarter() -> None:
         assert got == pytest.approx(0.75 * base, rel=1e-5)
 
 
-@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504, 599])
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504, 599])
 def test_retryable_statuses(status: int) -> None:
     transport, backend, _sleeps = make(ok(status), ok(200))
     assert transport.request("POST", "/api/v1/x", body=b"{}").retries_taken == 1
     assert len(backend.sent) == 2
 
 
-@pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 410, 413, 422])
+@pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 409, 410, 413, 422])
 def test_other_statuses_are_not_retried(status: int) -> None:
     transport, backend, sleeps = make(ok(status, b"nope"), ok(200))
     with pytest.raises(errors.APIStatusError) as info:
@@ -142,6 +142,105 @@ def test_should_retry_flags() -> None:
 
 def test_backoff_caps_large_attempt_numbers() -> None:
     assert RetryPolicy().backoff(10_000, 0.0) == 10.0
+
+
+# ------------------------------------------------------------------ the one retry loop
+def test_a_conflict_is_retried_only_when_the_server_says_so() -> None:
+    """409 is final (a save under an existing name takes 1 attempt, not 11), unless the
+    server answers ``x-should-retry: true`` (e.g. a transient lock)."""
+    transport, backend, sleeps = make(ok(409, b'{"detail": "exists"}'))
+    with pytest.raises(errors.ConflictError):
+        transport.request("POST", "/api/v1/save_weights", body=b"{}")
+    assert (len(backend.sent), sleeps.delays) == (1, [])
+    transport, backend, sleeps = make(ok(409, b"", {"x-should-retry": "true"}), ok(200))
+    assert transport.request("POST", "/api/v1/x", body=b"{}").retries_taken == 1
+    assert sleeps.delays == [0.5]
+    transport, backend, sleeps = make(ok(409, b"", {"x-should-retry": "false"}))
+    with pytest.raises(errors.ConflictError):
+        transport.request("POST", "/api/v1/x", body=b"{}")
+    assert len(backend.sent) == 1
+
+
+def test_retry_after_ms_wins_over_the_backoff_and_is_capped() -> None:
+    transport, _, sleeps = make(
+        ok(503, b"", {"retry-after-ms": "1500"}),
+        ok(429, b"", {"retry-after-ms": "120000"}),  # above the cap: the back-off instead
+        ok(200),
+    )
+    transport.request("POST", "/api/v1/x", body=b"{}")
+    assert sleeps.delays == [1.5, 1.0]
+
+
+def test_a_deadline_stops_retrying_before_it_passes() -> None:
+    import time
+
+    transport, backend, sleeps = make(*[ok(503)] * 11)
+    with pytest.raises(errors.InternalServerError):
+        transport.request(
+            "POST", "/api/v1/x", body=b"{}", deadline=time.monotonic() + 1.6
+        )  # 0.5 + 1.0 fit, + 2.0 does not
+    assert sleeps.delays == [0.5, 1.0]
+    assert len(backend.sent) == 3
+
+
+def test_a_sleep_that_reports_closing_stops_retrying() -> None:
+    transport, backend, _ = make(*[ok(503)] * 5)
+    waits: list[float] = []
+
+    def closing(delay: float) -> bool:
+        waits.append(delay)
+        return True
+
+    with pytest.raises(errors.InternalServerError):
+        transport.request("POST", "/api/v1/x", body=b"{}", sleep=closing)
+    assert (len(waits), len(backend.sent)) == (1, 1)
+
+
+def test_call_with_retries_runs_any_operation() -> None:
+    attempts: list[int] = []
+    sleeps = SleepRecorder()
+    reported: list[tuple[int, str, float]] = []
+
+    def operation(attempt: int) -> str:
+        attempts.append(attempt)
+        if attempt < 2:
+            raise errors.APIConnectionError("reset")
+        return "done"
+
+    result = call_with_retries(
+        operation,
+        policy=RetryPolicy(),
+        max_retries=5,
+        sleep=sleeps,
+        uniform=lambda: 0.0,
+        on_retry=lambda n, error, delay: reported.append((n, type(error).__name__, delay)),
+    )
+    assert result == "done"
+    assert attempts == [0, 1, 2]
+    assert sleeps.delays == [0.5, 1.0]
+    assert reported == [(0, "APIConnectionError", 0.5), (1, "APIConnectionError", 1.0)]
+
+
+def test_non_api_errors_are_never_retried() -> None:
+    calls: list[int] = []
+
+    def operation(attempt: int) -> None:
+        calls.append(attempt)
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        call_with_retries(operation, policy=RetryPolicy(), max_retries=3, sleep=SleepRecorder())
+    assert calls == [0]
+
+
+def test_status_delays_fix_the_wait_of_a_status() -> None:
+    policy = RetryPolicy(status_delays={503: 30.0})
+    pending = errors.InternalServerError("x", status_code=503, headers={})
+    assert policy.delay_for(pending, 0, 0.0, 0.0) == 30.0
+    shorter = errors.InternalServerError("x", status_code=503, headers={"retry-after": "2"})
+    assert policy.delay_for(shorter, 0, 0.0, 0.0) == 2.0
+    other = errors.InternalServerError("x", status_code=500, headers={})
+    assert policy.delay_for(other, 1, 0.0, 0.0) == 1.0
 
 
 # ------------------------------------------------------------------ telemetry from requests

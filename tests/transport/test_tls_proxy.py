@@ -1,4 +1,4 @@
-"""TLS verification (on by default, never silently off) and explicit proxies (no env lookups)."""
+"""TLS verification (on by default, never silently off); proxies from Config or the environment."""
 
 from __future__ import annotations
 
@@ -71,12 +71,77 @@ def test_explicit_http_proxy_with_credentials(
     assert seen.headers["x-api-key"] == API_KEY
 
 
-def test_proxy_environment_variables_are_ignored(
-    server: LocalServer, make_transport: MakeTransport, monkeypatch: pytest.MonkeyPatch
+_PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                    "all_proxy", "NO_PROXY", "no_proxy")  # fmt: skip
+
+
+@pytest.fixture
+def clean_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_proxy_from_the_environment(
+    server: LocalServer, make_transport: MakeTransport, clean_proxy_env: pytest.MonkeyPatch
 ) -> None:
-    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    monkeypatch.setenv("NO_PROXY", "")
+    clean_proxy_env.setenv("HTTP_PROXY", server.url.replace("http://", "http://env:s3cret@"))
+    transport = make_transport("http://tinker.invalid:8123/prefix")
+    transport.request("POST", "/api/v1/x", body=b"{}")
+    seen = server.requests[0]
+    assert seen.target == "http://tinker.invalid:8123/prefix/api/v1/x"  # sent via the proxy
+    assert (
+        seen.headers["proxy-authorization"] == "Basic " + base64.b64encode(b"env:s3cret").decode()
+    )
+
+
+def test_no_proxy_excludes_a_host(
+    server: LocalServer,
+    other_server: LocalServer,
+    make_transport: MakeTransport,
+    clean_proxy_env: pytest.MonkeyPatch,
+) -> None:
+    clean_proxy_env.setenv("http_proxy", other_server.url)  # the proxy: must see nothing
+    clean_proxy_env.setenv("NO_PROXY", "example.org,127.0.0.1")
     transport = make_transport(server.url)
     assert transport.request("GET", "/api/v1/healthz").status_code == 200
-    assert server.requests[0].target == "/api/v1/healthz"
+    assert server.requests[0].target == "/api/v1/healthz"  # direct
+    assert other_server.requests == []
+
+
+def test_the_environment_is_read_once_per_tenant(
+    server: LocalServer,
+    other_server: LocalServer,
+    make_transport: MakeTransport,
+    clean_proxy_env: pytest.MonkeyPatch,
+) -> None:
+    transport = make_transport(server.url)
+    transport.request("GET", "/api/v1/healthz")
+    clean_proxy_env.setenv("HTTP_PROXY", other_server.url)  # too late for this tenant
+    transport.request("GET", "/api/v1/healthz")
+    assert [r.target for r in server.requests] == ["/api/v1/healthz"] * 2
+    assert other_server.requests == []
+
+
+def test_an_explicit_proxy_wins_over_the_environment(
+    server: LocalServer,
+    other_server: LocalServer,
+    make_transport: MakeTransport,
+    clean_proxy_env: pytest.MonkeyPatch,
+) -> None:
+    clean_proxy_env.setenv("HTTP_PROXY", other_server.url)
+    transport = make_transport("http://tinker.invalid:8123", proxy=server.url)
+    transport.request("GET", "/api/v1/healthz")
+    assert server.requests[0].target == "http://tinker.invalid:8123/api/v1/healthz"
+    assert other_server.requests == []
+
+
+def test_proxy_credentials_never_appear_in_errors(
+    make_transport: MakeTransport, clean_proxy_env: pytest.MonkeyPatch
+) -> None:
+    clean_proxy_env.setenv("HTTP_PROXY", "http://user:hunter2-secret@127.0.0.1:9")
+    transport = make_transport("http://tinker.invalid:8123", max_retries=0)
+    with pytest.raises(errors.APIConnectionError) as info:
+        transport.request("GET", "/api/v1/healthz")
+    assert "hunter2-secret" not in str(info.value)
+    assert "proxy" in str(info.value)

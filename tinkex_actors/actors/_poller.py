@@ -16,7 +16,8 @@ answer                            action
 5xx                               poll again at once, backing off after a few in a row
 410                               raise :class:`GoneError` (the promise expired: training
                                   calls fail, samples are re-submitted)
-429, connection errors, timeouts  back off ``min(2**n, 30)`` s (n = consecutive), poll again
+429, connection errors, timeouts  back off ``min(2**n, 30)`` s (n = consecutive, jittered by
+                                  :data:`~tinkex_actors.transport.POLL_POLICY`), poll again
 400                               up to 3 immediate retries, then raise BadRequestError
 402                               wait 5 s between polls, up to the billing pause window
 other 4xx                         raise the typed status error
@@ -48,7 +49,7 @@ from tinkex_actors.errors import (
     TinkexError,
     TinkexTimeoutError,
 )
-from tinkex_actors.transport import Response
+from tinkex_actors.transport import POLL_POLICY, Response
 from tinkex_actors.types import (
     FutureMetadataResponse,
     RequestFailedResponse,
@@ -205,13 +206,13 @@ def poll_future(
             )
         except APIConnectionError as exc:  # timeouts included
             last_error = exc
-            delay = min(2.0**backoffs, c.POLL_BACKOFF_MAX)
+            delay = POLL_POLICY.backoff(backoffs, random.random())
             backoffs += 1
         except APIStatusError as exc:
             last_error = exc
             status = exc.status_code
             if status == 429:
-                delay = min(2.0**backoffs, c.POLL_BACKOFF_MAX)
+                delay = POLL_POLICY.backoff(backoffs, random.random())
                 backoffs += 1
             else:
                 backoffs = 0
@@ -224,7 +225,8 @@ def poll_future(
                 elif status >= 500:
                     server_errors += 1
                     if server_errors > c.POLL_IMMEDIATE_5XX:
-                        delay = min(2.0 ** (server_errors - c.POLL_IMMEDIATE_5XX - 1), 30.0)
+                        retry = server_errors - c.POLL_IMMEDIATE_5XX - 1
+                        delay = POLL_POLICY.backoff(retry, random.random())
                 elif status == 400:
                     bad_requests += 1
                     if bad_requests > c.POLL_MAX_BAD_REQUEST_RETRIES:

@@ -20,7 +20,6 @@ tenant's back-off without a lock or a mailbox hop, validates, and queues one
 from __future__ import annotations
 
 import itertools
-import random
 import time
 from typing import Any, Final, TypeVar
 
@@ -35,8 +34,6 @@ from tinkex_actors.actors._registry import SamplerSnapshot, samplers
 from tinkex_actors.actors._runtime import Runtime
 from tinkex_actors.errors import (
     ActorCrashedError,
-    APIConnectionError,
-    APIStatusError,
     ClientClosedError,
     GoneError,
     RateLimitError,
@@ -44,7 +41,7 @@ from tinkex_actors.errors import (
     TinkexTimeoutError,
 )
 from tinkex_actors.futures import ActorFuture
-from tinkex_actors.transport import RetryPolicy
+from tinkex_actors.transport import RetryPolicy, path_segment
 from tinkex_actors.types import (
     CreateSamplingSessionRequest,
     CreateSamplingSessionResponse,
@@ -65,7 +62,9 @@ _ASAMPLE_PATH: Final = f"{c.API_PREFIX}/asample"
 _CREATE_PATH: Final = f"{c.API_PREFIX}/create_sampling_session"
 _SAMPLERS_PATH: Final = f"{c.API_PREFIX}/samplers/"
 _BACKPRESSURE: Final = {c.HEADER_SAMPLING_BACKPRESSURE: "1"}
-_POLICY: Final = RetryPolicy()
+# 429 is not retried by the transport: it is the protocol's back-pressure signal, handled
+# here (the tenant backs off, then the same request is sent again).
+_SUBMIT_POLICY: Final = RetryPolicy(retry_statuses=frozenset({408}))
 
 
 class SamplerState(ClientState):
@@ -111,15 +110,6 @@ def prompt_bytes(prompt: ModelInput) -> int:
         else:
             total += chunk.length * c.SAMPLE_BYTES_PER_TOKEN
     return total
-
-
-def _retryable(exc: TinkexError) -> bool:
-    if isinstance(exc, APIConnectionError):
-        return True
-    if isinstance(exc, APIStatusError):
-        status = exc.status_code
-        return status in c.RETRYABLE_STATUS or status >= c.RETRYABLE_STATUS_FLOOR
-    return False
 
 
 def sample_task(
@@ -171,13 +161,11 @@ def _sample(
     transport = runtime.transport
     config = runtime.config
     key = fast_key()
-    failures = 0
     while True:
         if state.is_closed():
             raise ClientClosedError(f"the sampling client {snapshot.sampler_id} was closed")
         _wait_backoff(state, deadline)
         limiter.acquire(deadline, state.is_closed)
-        retry_delay = 0.0
         try:
             started = time.monotonic()
             timeout: float | None = None
@@ -193,44 +181,45 @@ def _sample(
                     body=orjson.dumps({**body, "seq_id": seq}),
                     headers=_BACKPRESSURE,
                     timeout=timeout,
-                    max_retries=0,
+                    max_retries=config.max_retries,
                     idempotency_key=key,
+                    policy=_SUBMIT_POLICY,
+                    deadline=deadline,
+                    sleep=runtime.wait,
                 )
             except RateLimitError:
                 large = prompt_bytes(prompt) > c.SAMPLE_LARGE_PROMPT_BYTES
                 limiter.set_backoff(c.SAMPLE_BACKOFF_LARGE if large else c.SAMPLE_BACKOFF)
                 continue  # same seq_id and key after the back-off
-            except TinkexError as exc:
-                if not _retryable(exc) or failures >= config.max_retries:
-                    raise
-                retry_delay = _POLICY.backoff(failures, random.random())
-                failures += 1
-            else:
-                limiter.clear_backoff()
-                submitted = untyped_future(response)
-                try:
-                    result = poll_future(
-                        runtime,
-                        submitted.request_id,
-                        SampleResponse,
-                        request_type="Sample",
-                        proto=True,
-                        tracker=state.tracker,
-                        deadline=deadline,
-                        roundtrip=time.monotonic() - started,
-                        is_closed=state.is_closed,
-                    )
-                except GoneError:
-                    # The promise expired: this is a new sample now.
-                    seq = next(state.seq)
-                    key = fast_key()
-                    continue
-                ids = submitted.sample_sequence_ids
-                return result if ids is None else result.with_sequence_ids(ids)
+            except TinkexError:
+                if state.is_closed():
+                    raise ClientClosedError(
+                        f"the sampling client {snapshot.sampler_id} was closed"
+                    ) from None
+                raise
+            limiter.clear_backoff()
+            submitted = untyped_future(response)
+            try:
+                result = poll_future(
+                    runtime,
+                    submitted.request_id,
+                    SampleResponse,
+                    request_type="Sample",
+                    proto=True,
+                    tracker=state.tracker,
+                    deadline=deadline,
+                    roundtrip=time.monotonic() - started,
+                    is_closed=state.is_closed,
+                )
+            except GoneError:
+                # The promise expired: this is a new sample now.
+                seq = next(state.seq)
+                key = fast_key()
+                continue
+            ids = submitted.sample_sequence_ids
+            return result if ids is None else result.with_sequence_ids(ids)
         finally:
             limiter.release()
-        if retry_delay and runtime.wait(retry_delay) and state.is_closed():
-            raise ClientClosedError(f"the sampling client {snapshot.sampler_id} was closed")
 
 
 class SamplingActor(ChildActor):
@@ -269,7 +258,7 @@ class SamplingActor(ChildActor):
         ).sampling_session_id
         base = base_model or known_base_model
         if base is None:
-            info = runtime.transport.request("GET", _SAMPLERS_PATH + sampler_id)
+            info = runtime.transport.request("GET", _SAMPLERS_PATH + path_segment(sampler_id))
             base = decode_json(GetSamplerResponse, info.content).base_model
         state.publish(sampler_id, base, model_path)
         future.set_result(state)

@@ -23,7 +23,7 @@ from tinkex_actors import _constants as c
 from tinkex_actors._logging import get_logger
 from tinkex_actors.config import Config
 from tinkex_actors.errors import GoneError, NotFoundError
-from tinkex_actors.transport import HTTPTransport
+from tinkex_actors.transport import HTTPTransport, path_segment
 from tinkex_actors.types import (
     ClientConfigRequest,
     ClientConfigResponse,
@@ -102,7 +102,7 @@ def finish_session(transport: HTTPTransport, session_id: str, budget: float) -> 
     try:
         transport.request(
             "POST",
-            f"{c.API_PREFIX}/sessions/{session_id}/finish",
+            f"{c.API_PREFIX}/sessions/{path_segment(session_id)}/finish",
             body=encode_json(SessionFinishRequest()),
             timeout=timeout,
             max_retries=retries,

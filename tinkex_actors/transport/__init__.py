@@ -1,4 +1,4 @@
-"""HTTP transport: pooled keep-alive connections per tenant, protocol headers, retries, errors.
+"""HTTP transport on ``requests``: one pooled Session per tenant, protocol headers, retries.
 
 Obtain a tenant's transport from the process-wide registry and give it back when done::
 
@@ -12,14 +12,15 @@ Obtain a tenant's transport from the process-wide registry and give it back when
         release_transport(transport)            # the last holder closes the pool
 
 See ``docs/configuration.md`` (options) and ``docs/telemetry.md`` (events). The backend, the
-low-level sender, can be swapped: :class:`SocketBackend` (default: keep-alive HTTP/1.1 on
-sockets for the base URL, urllib3 for the rest), :class:`Urllib3Backend`,
-:class:`RequestsBackend`, or a fake from :mod:`tinkex_actors.testing`.
+low-level sender, is :class:`RequestsBackend` (a ``requests.Session`` per tenant); tests may
+inject a scripted fake from :mod:`tinkex_actors.testing`. Every retrying caller uses
+:class:`RetryPolicy` through :func:`call_with_retries`.
 """
 
 from __future__ import annotations
 
-from tinkex_actors.transport._backend import Urllib3Backend
+from tinkex_actors.transport._backend import RequestsBackend
+from tinkex_actors.transport._checks import path_segment
 from tinkex_actors.transport._headers import USER_AGENT
 from tinkex_actors.transport._http import HTTPTransport, QueryValue
 from tinkex_actors.transport._registry import (
@@ -28,9 +29,7 @@ from tinkex_actors.transport._registry import (
     release_transport,
     shared_transports,
 )
-from tinkex_actors.transport._requests_backend import RequestsBackend
-from tinkex_actors.transport._retry import RetryPolicy
-from tinkex_actors.transport._socket_backend import SocketBackend
+from tinkex_actors.transport._retry import POLL_POLICY, RetryPolicy, call_with_retries
 from tinkex_actors.transport._types import (
     Backend,
     RawResponse,
@@ -43,19 +42,20 @@ from tinkex_actors.transport._types import (
 __all__ = [
     "Backend",
     "HTTPTransport",
+    "POLL_POLICY",
     "QueryValue",
     "RawResponse",
     "RawStream",
     "RequestsBackend",
     "Response",
     "RetryPolicy",
-    "SocketBackend",
     "StreamResponse",
     "Timeouts",
     "TransportRegistry",
     "USER_AGENT",
-    "Urllib3Backend",
     "acquire_transport",
+    "call_with_retries",
+    "path_segment",
     "release_transport",
     "shared_transports",
 ]

@@ -22,10 +22,15 @@ __all__ = [
     "check_timeout",
     "check_token",
     "encode_query",
+    "path_segment",
 ]
 
 _BODY_TYPES: Final = (bytes, bytearray, memoryview)
-_BAD_PATH_CHARS: Final = re.compile(r"[?#\s\x00]")
+_BAD_PATH_CHARS: Final = re.compile(r"[?#\s\x00-\x1f\x7f]")
+# What may stay as is in a path: RFC 3986 pchar plus "/" and existing %XX escapes.
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~%"
+# ... in one segment (an id): the same without "/" and "%" (an id is data, not a path).
+_SEGMENT_SAFE: Final = ":@!$&'()*+,;=-._~"
 _BAD_HEADER_VALUE: Final = re.compile(r"[^\t\x20-\x7e]")
 _TOKEN: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _VISIBLE: Final = re.compile(r"[\x21-\x7e]+")
@@ -74,7 +79,10 @@ def check_retries(value: object) -> int:
 
 
 def check_path(path: object) -> str:
-    """An endpoint path: starts with one ``/``, no query, fragment, space or NUL."""
+    """An endpoint path: starts with one ``/``, no query, fragment, whitespace or control
+    character. Other characters a URL path cannot hold (non-ASCII) are percent-encoded as
+    UTF-8; existing ``%XX`` escapes are kept.
+    """
     if (
         not isinstance(path, str)
         or not path.startswith("/")
@@ -85,7 +93,17 @@ def check_path(path: object) -> str:
             f"must be an absolute path like '/api/v1/...' without query or fragment, got {path!r}",
             field="path",
         )
-    return path
+    return path if path.isascii() else urllib.parse.quote(path, safe=_PATH_SAFE)
+
+
+def path_segment(value: str) -> str:
+    """``value`` (an id, possibly from the server) quoted for use as one URL path segment.
+
+    Every character that would change the URL's structure (``/``, ``?``, ``#``, ``%``,
+    spaces) or that a URL cannot hold is percent-encoded; ids such as ``<session>:train:0``
+    keep their colons (the official SDK sends them raw).
+    """
+    return urllib.parse.quote(value, safe=_SEGMENT_SAFE)
 
 
 def encode_query(query: object) -> str:

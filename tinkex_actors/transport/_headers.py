@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 import urllib.parse
 
+from requests.utils import DEFAULT_ACCEPT_ENCODING
+
 from tinkex_actors import _constants as c
 from tinkex_actors._version import __version__
 from tinkex_actors.config import Config
@@ -52,7 +54,12 @@ def merge_header(headers: dict[str, str], name: str, value: str) -> None:
 
 def tenant_headers(config: Config) -> dict[str, str]:
     """The headers sent with every request to ``config.base_url``'s origin."""
-    headers: dict[str, str] = {c.HEADER_API_KEY: config.api_key, "User-Agent": USER_AGENT}
+    headers: dict[str, str] = {
+        c.HEADER_API_KEY: config.api_key,
+        "User-Agent": USER_AGENT,
+        # What urllib3 can decode here (gzip, deflate; zstd and br when installed).
+        "Accept-Encoding": DEFAULT_ACCEPT_ENCODING,
+    }
     if config.cf_access_client_id is not None and config.cf_access_client_secret is not None:
         headers[c.HEADER_CF_CLIENT_ID] = config.cf_access_client_id
         headers[c.HEADER_CF_CLIENT_SECRET] = config.cf_access_client_secret

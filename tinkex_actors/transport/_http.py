@@ -23,13 +23,14 @@ from tinkex_actors._redact import scrub
 from tinkex_actors.config import Config
 from tinkex_actors.errors import (
     BODY_EXCERPT_LIMIT,
-    APIConnectionError,
+    APIError,
     APIStatusError,
     ClientClosedError,
     ValidationError,
     excerpt,
     status_error_class,
 )
+from tinkex_actors.transport._backend import RequestsBackend
 from tinkex_actors.transport._checks import (
     check_body,
     check_headers,
@@ -48,8 +49,7 @@ from tinkex_actors.transport._headers import (
     origin,
     tenant_headers,
 )
-from tinkex_actors.transport._retry import RetryPolicy
-from tinkex_actors.transport._socket_backend import SocketBackend
+from tinkex_actors.transport._retry import RetryPolicy, call_with_retries
 from tinkex_actors.transport._stream import REDIRECTS, open_stream
 from tinkex_actors.transport._types import (
     Backend,
@@ -100,7 +100,7 @@ class HTTPTransport:
 
     Args:
         config: the tenant.
-        backend: the low-level sender; default :class:`SocketBackend` for ``config``.
+        backend: the low-level sender; default :class:`RequestsBackend` for ``config``.
         sleep: called with each retry delay (tests pass a recorder instead of sleeping).
         uniform: returns the jitter draw in [0, 1) (tests pass a constant).
         wall_clock: POSIX time, used to read ``retry-after`` HTTP dates.
@@ -120,7 +120,7 @@ class HTTPTransport:
         policy: RetryPolicy | None = None,
     ) -> None:
         self._config = config
-        self._backend: Backend = backend if backend is not None else SocketBackend(config)
+        self._backend: Backend = backend if backend is not None else RequestsBackend(config)
         self._sleep = sleep
         self._uniform = uniform
         self._wall_clock = wall_clock
@@ -182,6 +182,9 @@ class HTTPTransport:
         request_type: str | None = None,
         iteration: int | None = None,
         follow_redirects: bool = True,
+        policy: RetryPolicy | None = None,
+        deadline: float | None = None,
+        sleep: Callable[[float], object] | None = None,
     ) -> Response:
         """Send one call to the tenant's server, retrying per protocol §5.1, and return a 2xx.
 
@@ -206,6 +209,10 @@ class HTTPTransport:
             follow_redirects: follow same-origin redirects (a redirect to another origin is
                 never followed: it would carry the API key there). When False, a 3xx answer is
                 returned as a Response.
+            policy: what to retry and how long to wait (default: the transport's policy).
+            deadline: a ``time.monotonic()`` time after which no retry is started.
+            sleep: waits out each retry delay instead of the transport's sleep; returning
+                True stops retrying (the caller's client closed).
 
         Returns:
             The answer (2xx, or 3xx when ``follow_redirects`` is False).
@@ -256,9 +263,34 @@ class HTTPTransport:
                 merge_header(sent, name, value)
 
         meta = self._start(method, path, request_type, iteration)
-        return self._exchange(
-            method, url, path, sent, body, timeouts, retries, meta, follow_redirects
-        )
+        start = time.monotonic_ns()
+        taken = [0]  # retries taken so far (for the give-up report)
+
+        def attempt(number: int) -> Response:
+            taken[0] = number
+            sent[c.HEADER_RETRY_COUNT] = str(number)
+            return self._attempt(
+                method, url, path, sent, body, timeouts, follow_redirects, meta, start, number
+            )
+
+        def on_retry(number: int, error: APIError, delay: float) -> None:
+            self._before_retry(number, error, delay, meta, method, path)
+
+        try:
+            return call_with_retries(
+                attempt,
+                policy=policy or self._policy,
+                max_retries=retries,
+                sleep=sleep or self._sleep,
+                deadline=deadline,
+                on_retry=on_retry,
+                uniform=self._uniform,
+                wall_clock=self._wall_clock,
+            )
+        except APIError as exc:
+            exc.method, exc.path = method, path
+            self._give_up(exc, taken[0], start, meta, retries)
+            raise
 
     def _start(
         self, method: str, path: str, request_type: str | None, iteration: int | None
@@ -281,7 +313,7 @@ class HTTPTransport:
         )
         return meta
 
-    def _exchange(
+    def _attempt(
         self,
         method: str,
         url: str,
@@ -289,59 +321,40 @@ class HTTPTransport:
         sent: dict[str, str],
         body: bytes | None,
         timeouts: Timeouts,
-        retries: int,
-        meta: dict[str, Any] | None,
         follow_redirects: bool,
+        meta: dict[str, Any] | None,
+        start: int,
+        number: int,
     ) -> Response:
-        start = time.monotonic_ns()
-        attempt = 0
+        # One attempt: send, follow same-origin redirects, return a 2xx (or an unfollowed
+        # 3xx) or raise the answer as its typed status error.
         redirects = 0
         send = self._backend.send
         while True:
-            sent[c.HEADER_RETRY_COUNT] = str(attempt)
-            try:
-                raw = send(method, url, sent, body, timeouts)
-            except APIConnectionError as exc:
-                exc.method, exc.path = method, path
-                if attempt < retries:
-                    self._before_retry(attempt, None, exc, None, meta, method, path)
-                    attempt += 1
-                    continue
-                self._give_up(exc, attempt, start, meta, None, retries)
-                raise
+            raw = send(method, url, sent, body, timeouts)
             status = raw.status
             if 200 <= status < 300 or (300 <= status < 400 and not follow_redirects):
-                return self._done(raw, method, path, attempt, start, meta)
-            if status in REDIRECTS:
-                if redirects >= c.HTTP_MAX_REDIRECTS:
-                    failure = self._status_error(raw, method, path, "too many redirects")
-                    self._give_up(failure, attempt, start, meta, status, 0)
-                    raise failure
-                target = self._same_origin_location(raw, url)
-                if target is None:
-                    failure = self._status_error(
-                        raw,
-                        method,
-                        path,
-                        "redirect to another origin not followed (the API key is sent only "
-                        "to the base URL's origin)",
-                    )
-                    self._give_up(failure, attempt, start, meta, status, 0)
-                    raise failure
-                redirects += 1
-                url = target
-                if status == 303 or (status in (301, 302) and method == "POST"):
-                    method, body = ("HEAD" if method == "HEAD" else "GET"), None
-                    sent.pop("Content-Type", None)
-                    sent.pop(c.HEADER_IDEMPOTENCY_KEY, None)
-                continue
-            if attempt < retries and self._policy.should_retry(status, raw.headers):
-                self._before_retry(attempt, status, None, raw.headers, meta, method, path)
-                attempt += 1
-                continue
-            failure = self._status_error(raw, method, path, None)
-            self._give_up(failure, attempt, start, meta, status, retries)
-            raise failure
+                return self._done(raw, method, path, number, start, meta)
+            if status not in REDIRECTS:
+                raise self._status_error(raw, method, path, None)
+            if redirects >= c.HTTP_MAX_REDIRECTS:
+                raise self._status_error(raw, method, path, "too many redirects", final=True)
+            target = self._same_origin_location(raw, url)
+            if target is None:
+                raise self._status_error(
+                    raw,
+                    method,
+                    path,
+                    "redirect to another origin not followed (the API key is sent only "
+                    "to the base URL's origin)",
+                    final=True,
+                )
+            redirects += 1
+            url = target
+            if status == 303 or (status in (301, 302) and method == "POST"):
+                method, body = ("HEAD" if method == "HEAD" else "GET"), None
+                sent.pop("Content-Type", None)
+                sent.pop(c.HEADER_IDEMPOTENCY_KEY, None)
 
     def _same_origin_location(self, raw: RawResponse, url: str) -> str | None:
         location = raw.headers.get("location")
@@ -388,12 +401,15 @@ class HTTPTransport:
         )
 
     def _status_error(
-        self, raw: RawResponse, method: str, path: str, why: str | None
+        self, raw: RawResponse, method: str, path: str, why: str | None, *, final: bool = False
     ) -> APIStatusError:
         cls = status_error_class(raw.status)
         # A server (or a proxy) echoing our credentials must not put them into the error.
         shown = scrub(excerpt(raw.body), self._secrets)
         headers = {k.lower(): scrub(v, self._secrets) for k, v in raw.headers.items()}
+        if final:
+            # Our own verdict (a redirect we will not follow): asking again cannot help.
+            headers[c.HEADER_SHOULD_RETRY] = "false"
         message = f"{method} {path} -> HTTP {raw.status}"
         if why:
             message += f": {why}"
@@ -411,19 +427,14 @@ class HTTPTransport:
     def _before_retry(
         self,
         attempt: int,
-        status: int | None,
-        exc: Exception | None,
-        headers: Mapping[str, str] | None,
+        error: APIError,
+        delay: float,
         meta: dict[str, Any] | None,
         method: str,
         path: str,
     ) -> None:
-        uniform = self._uniform()
-        if headers is None:
-            delay = self._policy.backoff(attempt, uniform)
-        else:
-            delay = self._policy.delay(attempt, headers, uniform, self._wall_clock())
-        reason = f"HTTP {status}" if exc is None else type(exc).__name__
+        status = error.status_code if isinstance(error, APIStatusError) else None
+        reason = f"HTTP {status}" if status is not None else type(error).__name__
         get_logger("transport").warning(
             "tinkex.http.retry_scheduled",
             method=method,
@@ -439,17 +450,11 @@ class HTTPTransport:
                 {"delay": int(delay * 1e9), "monotonic_time": time.monotonic_ns()},
                 {**meta, "attempt": attempt + 1, "status": status, "reason": reason},
             )
-        self._sleep(delay)
 
     def _give_up(
-        self,
-        exc: Exception,
-        attempt: int,
-        start: int,
-        meta: dict[str, Any] | None,
-        status: int | None,
-        retries: int,
+        self, exc: APIError, attempt: int, start: int, meta: dict[str, Any] | None, retries: int
     ) -> None:
+        status = exc.status_code if isinstance(exc, APIStatusError) else None
         if meta is not None:
             end = time.monotonic_ns()
             telemetry.execute(
@@ -470,7 +475,7 @@ class HTTPTransport:
                 status=status,
                 kind=type(exc).__qualname__,
                 tenant_id=self._tenant_id,
-                path=getattr(exc, "path", None),
+                path=exc.path,
             )
 
     # ------------------------------------------------------------------ stream

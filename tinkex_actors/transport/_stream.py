@@ -18,11 +18,13 @@ from tinkex_actors import telemetry
 from tinkex_actors.errors import (
     BODY_EXCERPT_LIMIT,
     APIConnectionError,
+    APIError,
     ClientClosedError,
     ValidationError,
 )
 from tinkex_actors.transport._checks import check_headers, check_retries, check_timeout
 from tinkex_actors.transport._headers import USER_AGENT, merge_header, origin
+from tinkex_actors.transport._retry import call_with_retries
 from tinkex_actors.transport._types import RawResponse, RawStream, StreamResponse, Timeouts
 
 if TYPE_CHECKING:
@@ -117,44 +119,52 @@ def _open(
     path: str,
     start: int,
 ) -> tuple[RawStream, str]:
-    attempt = 0
-    redirects = 0
-    while True:
-        sent = _hop_headers(transport, url, accept, extra)
-        try:
-            raw = transport._backend.open(method, url, sent, timeouts)
-        except APIConnectionError as exc:
-            exc.method, exc.path = method, path
-            if attempt < retries:
-                transport._before_retry(attempt, None, exc, None, meta, method, path)
-                attempt += 1
+    taken = [0]
+
+    def attempt(number: int) -> tuple[RawStream, str]:
+        taken[0] = number
+        hop = url
+        redirects = 0
+        while True:
+            raw = transport._backend.open(
+                method, hop, _hop_headers(transport, hop, accept, extra), timeouts
+            )
+            status = raw.status
+            if 200 <= status < 300:
+                if meta is not None:
+                    end = time.monotonic_ns()
+                    telemetry.execute(
+                        telemetry.HTTP_REQUEST_STOP,
+                        {"duration": end - start, "monotonic_time": end},
+                        {**meta, "status": status, "retry_count": number},
+                    )
+                return raw, hop
+            target = _next_hop(hop, raw.headers.get("location")) if status in REDIRECTS else None
+            if target is not None and redirects < c.HTTP_MAX_REDIRECTS:
+                raw.close()
+                redirects += 1
+                hop = target
                 continue
-            transport._give_up(exc, attempt, start, meta, None, retries)
-            raise
-        status = raw.status
-        if 200 <= status < 300:
-            if meta is not None:
-                end = time.monotonic_ns()
-                telemetry.execute(
-                    telemetry.HTTP_REQUEST_STOP,
-                    {"duration": end - start, "monotonic_time": end},
-                    {**meta, "status": status, "retry_count": attempt},
-                )
-            return raw, url
-        target = _next_hop(url, raw.headers.get("location")) if status in REDIRECTS else None
-        if target is not None and redirects < c.HTTP_MAX_REDIRECTS:
-            raw.close()
-            redirects += 1
-            url = target
-            continue
-        error_raw = RawResponse(status, raw.headers, _read_excerpt(raw))
-        if attempt < retries and transport._policy.should_retry(status, raw.headers):
-            transport._before_retry(attempt, status, None, raw.headers, meta, method, path)
-            attempt += 1
-            continue
-        failure = transport._status_error(error_raw, method, path, None)
-        transport._give_up(failure, attempt, start, meta, status, retries)
-        raise failure
+            error_raw = RawResponse(status, raw.headers, _read_excerpt(raw))
+            raise transport._status_error(error_raw, method, path, None)
+
+    def on_retry(number: int, error: APIError, delay: float) -> None:
+        transport._before_retry(number, error, delay, meta, method, path)
+
+    try:
+        return call_with_retries(
+            attempt,
+            policy=transport._policy,
+            max_retries=retries,
+            sleep=transport._sleep,
+            on_retry=on_retry,
+            uniform=transport._uniform,
+            wall_clock=transport._wall_clock,
+        )
+    except APIError as exc:
+        exc.method, exc.path = method, path
+        transport._give_up(exc, taken[0], start, meta, retries)
+        raise
 
 
 def _read_excerpt(raw: RawStream) -> bytes:
