@@ -112,8 +112,8 @@ class EmbeddedServer:
             server watches a pipe from this process: ``--exit-on-stdin-eof``).
 
     Raises:
-        ValidationError: an unknown engine, a port outside 0..65535 or a key without the
-            ``tml-`` prefix.
+        ValidationError: an unknown engine, a port outside 0..65535, a key without the
+            ``tml-`` prefix, a ``jwt_ttl`` below 1 or a ``session_timeout`` not above 0.
 
     The API key never appears in the repr. Not thread-safe: start and stop from one thread.
     """
