@@ -14,6 +14,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,10 @@ import requests
 from _servers import ServerHandle, session_server
 from tinker import types
 
+from tinkex_actors.errors import ConfigError, ValidationError
 from tinkex_actors.server.auth import tenant_id
+from tinkex_actors.server.embedded import EmbeddedServer, generate_api_key
+from tinkex_actors.server.settings import ServerSettings
 
 from ._helpers import API, MODEL, Api
 from ._sdk import ce_datum, service_client
@@ -268,3 +272,16 @@ def test_jwts_stay_valid_across_a_restart(long_server: ServerHandle) -> None:
     assert long_server.restart() == 0
     url = f"{long_server.base_url}{API}/get_server_capabilities"
     assert requests.get(url, headers={"X-API-Key": token}, timeout=30).status_code == 200
+
+
+def test_jwt_settings_are_checked(tmp_path: Path) -> None:
+    key = generate_api_key()
+    with pytest.raises(ConfigError, match="--jwt-auth"):
+        ServerSettings(data_dir=tmp_path, api_keys=(key,), client_config={"pjwt_auth_enabled": 1})
+    with pytest.raises(ConfigError, match="jwt_ttl"):
+        ServerSettings(data_dir=tmp_path, api_keys=(key,), jwt_auth=True, jwt_ttl=0)
+    with pytest.raises(ValidationError, match="JWT lifetime"):
+        EmbeddedServer("null", jwt_ttl=0)
+    with pytest.raises(ValidationError, match="session timeout"):
+        EmbeddedServer("null", session_timeout=0)
+    assert list(tmp_path.iterdir()) == []  # nothing was started or written
