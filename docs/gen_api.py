@@ -78,11 +78,16 @@ INTERNAL: dict[str, str] = {
     "tinkex_actors.server.idempotency": "server internals",
     "tinkex_actors.server.middleware": "server internals",
     "tinkex_actors.server.payloads": "server internals",
+    "tinkex_actors.server.persistence": "server internals (live models across restarts)",
     "tinkex_actors.server.rate_limit": "server internals (--rate-limit, docs/server.md)",
     "tinkex_actors.server.scheduler": "server internals",
     "tinkex_actors.server.schemas": "server internals",
+    "tinkex_actors.server.secret_file": "server internals",
+    "tinkex_actors.server.sessions": "server internals (session expiry)",
     "tinkex_actors.server.state": "server internals",
     "tinkex_actors.server.store": "server internals",
+    "tinkex_actors.server.store_live": "server internals",
+    "tinkex_actors.server.tokens": "server internals (--jwt-auth)",
     "tinkex_actors.server.validation": "server internals",
 }
 

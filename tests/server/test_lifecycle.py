@@ -70,14 +70,14 @@ def test_restart_keeps_sessions_runs_checkpoints_and_training_is_exact(
 
         assert not (data / "tmp" / "interrupted").exists()
         assert not (data / "checkpoints" / "unrecorded").exists()
-        assert {p.name for p in (data / "checkpoints").iterdir()} == kept
+        saved = {p.name for p in (data / "checkpoints").iterdir()} - kept
+        assert len(saved) == 1  # the live model's shutdown save
         assert api.post("/session_heartbeat", {"session_id": session}).status_code == 200
         assert api.get(f"/training_runs/{model}").json()["last_checkpoint"]["tinker_path"] == path
         listed = api.get(f"/training_runs/{model}/checkpoints").json()["checkpoints"]
         assert {c["tinker_path"] for c in listed} == {path, sampler_path}
-        gone = api.post("/optim_step", {"model_id": model, "seq_id": seq + 2})
-        assert gone.status_code == 404
-        assert "create_training_client_from_state" in gone.json()["detail"]
+        # Saved at shutdown, the live model is restored by the next call naming it.
+        assert api.result(api.ok("/optim_step", {"model_id": model, "seq_id": seq + 2}))
         assert (
             api.post("/retrieve_future", {"request_id": old_future["request_id"]}).status_code
             == 410

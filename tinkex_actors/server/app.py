@@ -1,9 +1,11 @@
 """The app factory: wires settings, storage, engine, scheduler and routes into a FastAPI app.
 
-Start-up opens the SQLite store, removes leftovers of interrupted saves, loads (or creates)
-the archive secret and starts the engine's warm-up in the background, so the HTTP layer is
-healthy at once. Shut-down releases long-polls, lets running engine work finish, fails what
-is still queued, closes the engine and the database.
+Start-up opens the SQLite store, marks the models the previous process held without saving
+them as lost, restarts the heartbeat clock of active sessions, removes leftovers of
+interrupted saves, loads (or creates) the archive secret and starts the engine's warm-up in
+the background, so the HTTP layer is healthy at once. Shut-down releases long-polls, lets
+running engine work finish, fails what is still queued, saves every live model (weights and
+optimizer state, see ``persistence.py``), closes the engine and the database.
 """
 
 from __future__ import annotations
@@ -31,26 +33,43 @@ from tinkex_actors.server.engines import load_engine
 from tinkex_actors.server.futures import FutureStore
 from tinkex_actors.server.idempotency import IdempotencyCache
 from tinkex_actors.server.middleware import GuardMiddleware
+from tinkex_actors.server.persistence import save_live_models
 from tinkex_actors.server.rate_limit import SampleRateLimiter
-from tinkex_actors.server.routes import models, rest, sampling, service, training, weights
+from tinkex_actors.server.routes import (
+    models,
+    rest,
+    sampling,
+    service,
+    testing_hooks,
+    training,
+    weights,
+)
 from tinkex_actors.server.routes._common import answer
 from tinkex_actors.server.routes.futures import FuturesEndpoint
 from tinkex_actors.server.scheduler import Scheduler
+from tinkex_actors.server.sessions import end_session, expire_idle_sessions
 from tinkex_actors.server.settings import ServerSettings
 from tinkex_actors.server.state import ServerState
 from tinkex_actors.server.store import Store
+from tinkex_actors.server.tokens import TokenIssuer
 
 __all__ = ["begin_shutdown", "create_app"]
 
 DATABASE_FILE = "server.db"
 
 
-def _open_state(settings: ServerSettings, factory: Callable[[], Engine]) -> ServerState:
+def _open_state(
+    settings: ServerSettings, factory: Callable[[], Engine], tokens: TokenIssuer | None
+) -> ServerState:
     log = get_logger("server")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.data_dir / DATABASE_FILE)
+    lost = store.mark_unsaved_models_lost()
+    if lost:
+        log.warning("tinkex.server.unsaved_models_lost", count=lost)
+    store.touch_active_sessions(time.time())
     files = CheckpointFiles(settings.data_dir)
-    removed = files.recover(store.checkpoint_dirs())
+    removed = files.recover(store.checkpoint_dirs() | store.saved_model_dirs())
     if removed:
         log.warning("tinkex.server.incomplete_saves_removed", entries=removed)
     loop = asyncio.get_running_loop()
@@ -74,7 +93,9 @@ def _open_state(settings: ServerSettings, factory: Callable[[], Engine]) -> Serv
         idempotency=IdempotencyCache(SERVER_IDEMPOTENCY_MAX, settings.future_ttl),
         loop=loop,
         rate_limiter=SampleRateLimiter(settings.rate_limits),
+        tokens=tokens,
     )
+    state.on_session_end = partial(end_session, state)
     host.start()
     return state
 
@@ -90,6 +111,7 @@ async def _sweep(state: ServerState) -> None:
                     await asyncio.to_thread(state.files.remove, dir_name)
             state.futures.sweep()
             state.idempotency.sweep()
+            expire_idle_sessions(state)
         except Exception:
             state.log.exception("tinkex.server.sweep_failed")
 
@@ -106,6 +128,10 @@ async def _close_state(state: ServerState) -> None:
     state.shutting_down = True
     state.futures.wake_all()
     await asyncio.to_thread(state.scheduler.shutdown)
+    try:
+        await asyncio.to_thread(save_live_models, state)
+    except Exception:
+        state.log.exception("tinkex.server.models_save_failed")
     await asyncio.to_thread(state.host.close)
     state.store.close()
 
@@ -145,6 +171,10 @@ def create_app(
             called on the warm-up thread.
     """
     keyring = KeyRing(settings.api_keys)
+    tokens: TokenIssuer | None = None
+    if settings.jwt_auth:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        tokens = TokenIssuer(settings.data_dir, settings.jwt_ttl, keyring.accepts_tenant)
     factory = engine_factory or partial(
         load_engine,
         settings.engine,
@@ -156,7 +186,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = _open_state(settings, factory)
+        state = _open_state(settings, factory, tokens)
         app.state.server = state
         sweeper = asyncio.create_task(_sweep(state), name="tinkex-server-sweeper")
         try:
@@ -175,6 +205,8 @@ def create_app(
     )
     for module in (service, models, training, weights, sampling, rest):
         app.include_router(module.router)
+    if settings.test_hooks:
+        app.include_router(testing_hooks.router)
     app.add_exception_handler(APIStatusError, _status_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -187,5 +219,6 @@ def create_app(
         open_paths=frozenset({f"{API_PREFIX}/healthz"}),
         open_prefixes=(rest.ARCHIVE_PREFIX,),
         max_body_bytes=settings.max_body_bytes,
+        tokens=tokens,
     )
     return app

@@ -13,16 +13,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import secrets
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from tinkex_actors.server.secret_file import read_or_create_secret
+
 __all__ = ["ArchiveSigner", "TarStream"]
 
 SECRET_FILE = "archive_secret.key"
-_SECRET_BYTES = 32
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
 _CHUNK = 64 * 1024
@@ -32,18 +32,7 @@ class ArchiveSigner:
     """Signs and verifies archive paths with the data directory's secret."""
 
     def __init__(self, data_dir: Path) -> None:
-        path = data_dir / SECRET_FILE
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            os.chmod(path, 0o600)
-            self._secret = bytes.fromhex(path.read_text().strip())
-        else:
-            self._secret = secrets.token_bytes(_SECRET_BYTES)
-            with os.fdopen(fd, "w") as out:
-                out.write(self._secret.hex())
-                out.flush()
-                os.fsync(out.fileno())
+        self._secret = read_or_create_secret(data_dir / SECRET_FILE)
 
     def sign(self, path: str, expires: int) -> str:
         """The hex signature of ``path`` valid until ``expires`` (Unix seconds)."""

@@ -47,6 +47,7 @@ class KeyRing:
             self._digests[hashlib.sha256(key.encode()).digest()] = tenant_id(key)
         if not self._digests:
             raise ConfigError("api_key", "at least one API key is required")
+        self._tenants = frozenset(self._digests.values())
 
     def tenant(self, presented: bytes | None) -> str | None:
         """The tenant of a presented key, or None when it is not accepted."""
@@ -57,6 +58,10 @@ class KeyRing:
             if hmac.compare_digest(known, digest):
                 return tenant
         return None
+
+    def accepts_tenant(self, tenant: str) -> bool:
+        """Whether ``tenant`` is the tenant of one of the accepted keys (JWTs name tenants)."""
+        return tenant in self._tenants
 
     def __repr__(self) -> str:
         return f"KeyRing(<{len(self._digests)} keys>)"

@@ -3,7 +3,13 @@
 The listening socket is bound before uvicorn starts (``--port 0`` picks a free port; the
 chosen one is printed and, with ``--port-file``, written to a file). SIGTERM and SIGINT stop
 the server cleanly: long-polls are released, in-flight engine work finishes, queued work
-fails, SQLite is closed, and the process exits 0.
+fails, live models are saved, SQLite is closed, and the process exits 0.
+
+With ``--exit-on-stdin-eof`` (what :class:`~tinkex_actors.server.embedded.EmbeddedServer`
+passes, holding the other end of a pipe) the server stops the same way once its standard
+input reaches end of file: when the process that started it exits, even by SIGKILL, the
+kernel closes that pipe, so no orphan server is left running. Without the flag (``tinkex
+server`` in a terminal) standard input is ignored.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import os
 import signal
 import socket
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -32,9 +40,10 @@ from tinkex_actors._constants import (
     SERVER_SEQ_GAP_TIMEOUT,
     SERVER_WORKERS,
 )
-from tinkex_actors._logging import LOGGER_NAME
+from tinkex_actors._logging import LOGGER_NAME, get_logger
 from tinkex_actors.errors import ConfigError
 from tinkex_actors.server.engines import ENGINE_NAMES, load_engine
+from tinkex_actors.server.settings import JWT_DEFAULT_TTL
 
 __all__ = ["add_arguments", "default_data_dir", "main", "run"]
 
@@ -100,6 +109,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=N",
         help="allow API key KEY at most N asample requests per second (429 above); repeatable",
     )
+    add("--jwt-auth", action="store_true", help="exchange keys for JWTs at /api/v1/auth/token")
+    add("--jwt-ttl", type=int, default=JWT_DEFAULT_TTL, help="JWT lifetime in seconds")
+    add(
+        "--session-timeout",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="expire sessions without a heartbeat for S seconds (default 0: never)",
+    )
+    add("--test-hooks", action="store_true", help="serve the /api/v1/_test/ routes (tests only)")
+    add(
+        "--exit-on-stdin-eof",
+        action="store_true",
+        help="stop gracefully when standard input closes (EmbeddedServer: exit with the parent)",
+    )
     add("--log-level", default="WARNING", help="level of the server's log (default %(default)s)")
 
 
@@ -136,6 +160,10 @@ def _settings(ns: argparse.Namespace, keys: list[str]) -> Any:
         expiry_sweep_interval=ns.expiry_sweep_interval,
         client_config=client_config,
         rate_limits=rate_limits,
+        jwt_auth=ns.jwt_auth,
+        jwt_ttl=ns.jwt_ttl,
+        session_timeout=ns.session_timeout,
+        test_hooks=ns.test_hooks,
     )
 
 
@@ -155,6 +183,23 @@ def _say(line: str, stream: TextIO = sys.stdout) -> None:
     """One line for the operator (not the log: the generated key goes only here)."""
     stream.write(line + "\n")
     stream.flush()
+
+
+def _watch_stdin(on_eof: Callable[[], None]) -> threading.Thread:
+    """Call ``on_eof`` once standard input reaches end of file (the parent is gone)."""
+
+    def watch() -> None:
+        try:
+            while os.read(sys.stdin.fileno(), 4096):
+                pass  # nobody writes to it: anything read is ignored
+        except (OSError, ValueError):
+            pass  # closed or unreadable: treated like end of file
+        get_logger("server").warning("tinkex.server.stdin_closed_stopping")
+        on_eof()
+
+    thread = threading.Thread(target=watch, name="tinkex-server-stdin-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _configure_logging(level: str) -> None:
@@ -228,7 +273,10 @@ def run(ns: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(SERVER_GRACEFUL_SHUTDOWN),
         server_header=False,
     )
-    _Server(config).run(sockets=[sock])
+    server = _Server(config)
+    if ns.exit_on_stdin_eof:
+        _watch_stdin(lambda: server.handle_exit(signal.SIGTERM, None))
+    server.run(sockets=[sock])
     sock.close()
     return 0
 

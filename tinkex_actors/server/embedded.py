@@ -14,6 +14,11 @@
 by default, reported through ``--port-file``), waits until ``/api/v1/healthz`` answers, and
 stops it with SIGTERM (SIGKILL after a timeout) when the block ends. The data directory and
 the API key are generated when not given; a generated data directory is deleted afterwards.
+The server's standard input is a pipe this process holds open: when this process exits, even
+killed by SIGKILL, the server sees end of file and stops gracefully, so it never outlives its
+parent as an orphan. A graceful stop saves the live models; :meth:`EmbeddedServer.restart`
+brings the server back on the same port, with its state (the models resume exactly) or
+without it (a fresh data directory).
 By the time the server is healthy the torch engine has published the default model's
 tokenizer into the Hugging Face cache, so ``Tokenizer.get("tinkex/tiny-llama")`` works at
 once; the model itself finishes loading in the background (requests queue meanwhile).
@@ -98,10 +103,17 @@ class EmbeddedServer:
             ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` are always set.
         ready_timeout: longest wait for ``/healthz`` in :meth:`start` (seconds).
         stop_timeout: after SIGTERM, longest wait before SIGKILL in :meth:`stop` (seconds).
+        jwt_auth: run with ``--jwt-auth`` (keys are exchanged for JWTs at ``auth/token``).
+        jwt_ttl: ``--jwt-ttl``: JWT lifetime in seconds (the server's default when None).
+        session_timeout: ``--session-timeout``: sessions without a heartbeat for this many
+            seconds expire (None: never).
+        test_hooks: serve the test-only ``/api/v1/_test/`` routes (``--test-hooks``).
+        exit_with_parent: stop the server when this process exits, even by SIGKILL (the
+            server watches a pipe from this process: ``--exit-on-stdin-eof``).
 
     Raises:
-        ValidationError: an unknown engine, a port outside 0..65535 or a key without the
-            ``tml-`` prefix.
+        ValidationError: an unknown engine, a port outside 0..65535, a key without the
+            ``tml-`` prefix, a ``jwt_ttl`` below 1 or a ``session_timeout`` not above 0.
 
     The API key never appears in the repr. Not thread-safe: start and stop from one thread.
     """
@@ -119,6 +131,11 @@ class EmbeddedServer:
         env: Mapping[str, str] | None = None,
         ready_timeout: float = EMBEDDED_READY_TIMEOUT,
         stop_timeout: float = EMBEDDED_STOP_TIMEOUT,
+        jwt_auth: bool = False,
+        jwt_ttl: int | None = None,
+        session_timeout: float | None = None,
+        test_hooks: bool = False,
+        exit_with_parent: bool = True,
     ) -> None:
         if engine not in _ENGINES:
             raise ValidationError(
@@ -132,8 +149,26 @@ class EmbeddedServer:
                 name = "api_key" if index == 0 else f"extra_api_keys[{index - 1}]"
                 message = f"expected a key starting with {API_KEY_PREFIX!r}"
                 raise ValidationError(message, field=name)
+        if jwt_ttl is not None and jwt_ttl < 1:
+            raise ValidationError(f"expected a JWT lifetime >= 1 s, got {jwt_ttl}", field="jwt_ttl")
+        if session_timeout is not None and not session_timeout > 0:
+            raise ValidationError(
+                f"expected a session timeout > 0 s (None: never), got {session_timeout}",
+                field="session_timeout",
+            )
         self.engine = engine
         self._keys = tuple(keys)
+        self._options: list[str] = []
+        if jwt_auth:
+            self._options.append("--jwt-auth")
+        if jwt_ttl is not None:
+            self._options.append(f"--jwt-ttl={jwt_ttl}")
+        if session_timeout is not None:
+            self._options.append(f"--session-timeout={session_timeout}")
+        if test_hooks:
+            self._options.append("--test-hooks")
+        if exit_with_parent:
+            self._options.append("--exit-on-stdin-eof")
         self._requested_port = port
         self._port = 0
         self.extra_args = tuple(extra_args)
@@ -240,7 +275,7 @@ class EmbeddedServer:
         command += ["--data-dir", str(self.data_dir)]
         for key in self._keys:
             command += ["--api-key", key]
-        return command + list(self.extra_args)
+        return command + self._options + list(self.extra_args)
 
     def _spawn(self, port: int) -> None:
         port_file = self._workdir() / _PORT_NAME
@@ -248,9 +283,11 @@ class EmbeddedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
+            # The write end of the stdin pipe stays with this process only (not inherited by
+            # other children: CLOEXEC); the server never reads anything from it but its EOF.
             process = subprocess.Popen(
                 self._command(port, port_file),
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self._env,
@@ -262,6 +299,7 @@ class EmbeddedServer:
             code = process.poll()
             if code is not None:
                 self._process = None
+                _close_stdin(process)
                 raise EmbeddedServerError(
                     f"the embedded server exited with status {code} during start-up; "
                     f"log tail:\n{self.log_tail()}"
@@ -305,7 +343,52 @@ class EmbeddedServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(wait)
+        _close_stdin(process)
         return process.returncode
+
+    def kill(self) -> int:
+        """SIGKILL the server, as a crash would (nothing is saved); returns the exit status.
+
+        The data directory is kept: :meth:`start` runs it again, and models the killed
+        process held answer 410 (lost) there.
+        """
+        process, self._process = self._process, None
+        _running.discard(self)
+        if process is None:
+            return 0
+        if process.poll() is None:
+            process.kill()
+            process.wait(self.stop_timeout)
+        _close_stdin(process)
+        return process.returncode
+
+    def restart(self, keep_state: bool = True, *, graceful: bool = True) -> int:
+        """Stop the server and start it again on the same port (when still free).
+
+        Args:
+            keep_state: keep the data directory (sessions, runs, checkpoints, and the live
+                models a graceful stop saved). False starts on an empty one, as a server that
+                lost its disk: only for a generated data directory (``data_dir=None``).
+            graceful: stop with SIGTERM (:meth:`stop`: live models are saved) or SIGKILL
+                (:meth:`kill`: as a crash; the live models are lost).
+
+        Returns:
+            The exit status of the stopped process.
+
+        Raises:
+            EmbeddedServerError: the restart failed (see :meth:`start`), or ``keep_state``
+                is False with a data directory of the caller's.
+        """
+        if not keep_state and self._user_data_dir is not None:
+            raise EmbeddedServerError(
+                "restart(keep_state=False) empties the data directory: only for a generated "
+                "one (data_dir=None), never one you passed"
+            )
+        code = self.stop() if graceful else self.kill()
+        if not keep_state:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.start()
+        return code
 
     def close(self) -> int:
         """:meth:`stop`, then delete the temporary directory (a generated data dir and log)."""
@@ -338,6 +421,12 @@ class EmbeddedServer:
     def __repr__(self) -> str:
         state = f"running on {self.base_url}" if self.running else "stopped"
         return f"EmbeddedServer(engine={self.engine!r}, {state}, keys=<{len(self._keys)}>)"
+
+
+def _close_stdin(process: subprocess.Popen[bytes]) -> None:
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
 
 
 @contextlib.contextmanager

@@ -154,6 +154,21 @@ class Scheduler:
         for job in jobs:
             self._fail(job, f"model {key} was unloaded", RequestErrorCategory.USER)
 
+    def open_lane(self, key: str, last_seq: int) -> None:
+        """Continue a lane after ``last_seq`` (a model restored after a restart), so the
+        client's next ``seq_id`` runs at once instead of waiting out a gap."""
+        with self._lock:
+            lane = self._lanes.setdefault(key, _Lane(key))
+            lane.last_seq = max(lane.last_seq, last_seq)
+
+    def lane_position(self, key: str) -> int:
+        """The highest ``seq_id`` lane ``key`` has run, queued or answered (0 if none)."""
+        with self._lock:
+            lane = self._lanes.get(key)
+            if lane is None:
+                return 0
+            return max(lane.last_seq, *lane.pending, *lane.seen)
+
     def kick_all(self) -> None:
         """Re-evaluate every lane and waiting job (the engine just became ready)."""
         with self._lock:

@@ -27,6 +27,13 @@ __all__ = ["ServerSettings"]
 
 #: Synchronous endpoints that need the engine wait this long for its warm-up, then answer 503.
 ENGINE_WAIT_TIMEOUT = 50.0
+#: Default lifetime of the JWTs ``auth/token`` issues with ``--jwt-auth`` (seconds).
+JWT_DEFAULT_TTL = 3600
+#: A request naming a model saved at the last shutdown, made while the engine still warms up,
+#: is answered 503 with this ``retry-after`` (seconds): the SDKs retry 5xx ten times.
+RESTORE_RETRY_AFTER = 5.0
+#: ``client/config`` flag that makes the official SDK exchange its key for JWTs.
+JWT_CLIENT_FLAG = "pjwt_auth_enabled"
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,13 @@ class ServerSettings:
         client_config: flags answered to ``client/config`` (e.g. chunk limits).
         rate_limits: ``asample`` requests per second allowed to an API key (one of
             ``api_keys``); keys not listed are not limited. Never shown in the repr.
+        jwt_auth: ``auth/token`` exchanges a key for a signed JWT (HS256) that every endpoint
+            accepts in ``X-API-Key``; ``client/config`` announces ``pjwt_auth_enabled``.
+        jwt_ttl: lifetime of those JWTs (seconds).
+        session_timeout: a session without a heartbeat for this long expires (its live
+            models and samplers are released; calls naming it get 410); 0: never.
+        test_hooks: serve the ``/api/v1/_test/...`` routes (expire a session now, rotate
+            the JWT secret, auth counters); for tests only.
     """
 
     data_dir: Path
@@ -73,6 +87,10 @@ class ServerSettings:
     delivered_future_ttl: float = SERVER_DELIVERED_FUTURE_TTL
     client_config: Mapping[str, Any] = field(default_factory=dict)
     rate_limits: Mapping[str, float] = field(default_factory=dict, repr=False)
+    jwt_auth: bool = False
+    jwt_ttl: int = JWT_DEFAULT_TTL
+    session_timeout: float = 0.0
+    test_hooks: bool = False
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -88,6 +106,12 @@ class ServerSettings:
             ("expiry_sweep_interval", self.expiry_sweep_interval > 0, "expected > 0"),
             ("future_ttl", self.future_ttl > 0, "expected > 0"),
             ("delivered_future_ttl", self.delivered_future_ttl > 0, "expected > 0"),
+            ("jwt_ttl", self.jwt_ttl >= 1, "expected >= 1"),
+            (
+                "session_timeout",
+                math.isfinite(self.session_timeout) and self.session_timeout >= 0,
+                "expected >= 0 (0: sessions never expire)",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -101,6 +125,10 @@ class ServerSettings:
                 raise ConfigError(
                     "rate_limits", f"API key #{position}: expected a rate > 0, got {rate!r}"
                 )
+        if self.client_config.get(JWT_CLIENT_FLAG) and not self.jwt_auth:
+            raise ConfigError(
+                "client_config", f"{JWT_CLIENT_FLAG} needs the server's JWT auth (--jwt-auth)"
+            )
         for name, path in self.models.items():
             if not Path(path).is_dir():
                 raise ConfigError("models", f"{name}: {path} is not a directory")

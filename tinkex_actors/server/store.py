@@ -1,5 +1,8 @@
 """Durable server state in SQLite (WAL): sessions, training runs, checkpoints, samplers.
 
+What became of each run's live adapter across server processes is tracked by the
+:class:`~tinkex_actors.server.store_live.LiveModelTable` part (``store_live.py``).
+
 One connection guarded by a lock serves the event loop and the worker threads; every
 statement is short. Times are Unix seconds (floats). A checkpoint row is written only after
 its files are complete on disk (see ``checkpoints.py``), so a listed checkpoint is whole.
@@ -17,7 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinkex_actors.server.store_live import LIVE_MODELS_SCHEMA, MODEL_LIVE, LiveModelTable
+
 __all__ = ["CheckpointRow", "RunRow", "SamplerRow", "SessionRow", "Store"]
+
+#: ``sessions.status`` values.
+SESSION_ACTIVE, SESSION_FINISHED, SESSION_EXPIRED = "active", "finished", "expired"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -148,7 +156,7 @@ class SamplerRow:
     created_at: float
 
 
-class Store:
+class Store(LiveModelTable):
     """The SQLite database under the data directory."""
 
     def __init__(self, path: Path) -> None:
@@ -156,7 +164,7 @@ class Store:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(_SCHEMA + LIVE_MODELS_SCHEMA)
 
     def close(self) -> None:
         """Checkpoint the WAL and close."""
@@ -229,6 +237,31 @@ class Store:
         with self._tx() as db:
             db.execute("UPDATE sessions SET status=? WHERE session_id=?", (status, session_id))
 
+    def expire_session(self, session_id: str) -> bool:
+        """Mark an active session expired; False if it was not active (already ended)."""
+        with self._tx() as db:
+            changed = db.execute(
+                "UPDATE sessions SET status=? WHERE session_id=? AND status=?",
+                (SESSION_EXPIRED, session_id, SESSION_ACTIVE),
+            ).rowcount
+        return bool(changed)
+
+    def idle_sessions(self, cutoff: float) -> list[str]:
+        """Active sessions whose last heartbeat is older than ``cutoff``."""
+        rows = self._all(
+            "SELECT session_id FROM sessions WHERE status=? AND last_heartbeat<?",
+            (SESSION_ACTIVE, cutoff),
+        )
+        return [r[0] for r in rows]
+
+    def touch_active_sessions(self, now: float) -> int:
+        """Record a heartbeat for every active session (at start-up: downtime is not idleness)."""
+        with self._tx() as db:
+            count: int = db.execute(
+                "UPDATE sessions SET last_heartbeat=? WHERE status=?", (now, SESSION_ACTIVE)
+            ).rowcount
+        return count
+
     def list_sessions(self, owner: str, limit: int, offset: int) -> tuple[list[str], int]:
         """The owner's session ids, newest first, and how many there are in all."""
         rows = self._all(
@@ -271,6 +304,11 @@ class Store:
                     row.created_at,
                     row.last_request_time,
                 ),
+            )
+            # A run is created together with its live adapter.
+            db.execute(
+                "INSERT OR REPLACE INTO live_models (run_id, status) VALUES (?, ?)",
+                (row.run_id, MODEL_LIVE),
             )
 
     @staticmethod

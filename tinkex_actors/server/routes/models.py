@@ -184,6 +184,7 @@ def unload_job(state: ServerState, model_id: str) -> Callable[[], JSON]:
             state.models.pop(model_id, None)
         state.host.engine.drop_adapter(model_id)
         state.scheduler.remove_lane(model_id)
+        state.store.release_model(model_id)  # unloaded on purpose: not "lost" after a restart
         return {"model_id": model_id, "type": "unload_model"}
 
     return run
@@ -213,9 +214,14 @@ async def unload_model(request: Request) -> Response:
 
 
 def release_session_models(state: ServerState, session_id: str) -> None:
-    """Queue the unload of every live model of a finished session."""
+    """Queue the unload of every live model of a finished or expired session.
+
+    They leave the registry at once, so no new request reaches them (the calls then say why).
+    """
     with state.lock:
         models = [m for m in state.models.values() if m.session_id == session_id]
+        for model in models:
+            del state.models[model.model_id]
     for model in models:
         submit(
             state,

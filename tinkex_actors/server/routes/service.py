@@ -1,4 +1,4 @@
-"""Service and session endpoints (protocol §3.1, §3.2, §3.9)."""
+"""Service, auth and session endpoints (protocol §1.2, §3.1, §3.2, §3.9)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import time
 
 from fastapi import APIRouter, Request, Response
 
+from tinkex_actors.server.http_errors import not_found, unauthorized
+from tinkex_actors.server.middleware import CREDENTIAL_KEY
 from tinkex_actors.server.routes._common import (
     JSON,
     answer,
@@ -16,11 +18,9 @@ from tinkex_actors.server.routes._common import (
     server,
     tenant,
 )
-from tinkex_actors.server.routes.models import release_session_models
-from tinkex_actors.server.routes.sampling import release_session_samplers
 from tinkex_actors.server.schemas import CreateSessionBody, FinishSessionBody, SessionIdBody
-from tinkex_actors.server.settings import ENGINE_WAIT_TIMEOUT
-from tinkex_actors.server.store import SessionRow
+from tinkex_actors.server.settings import ENGINE_WAIT_TIMEOUT, JWT_CLIENT_FLAG
+from tinkex_actors.server.store import SESSION_ACTIVE, SESSION_FINISHED, SessionRow
 
 __all__ = ["router"]
 
@@ -35,8 +35,28 @@ async def healthz() -> Response:
 
 @router.post("/client/config")
 async def client_config(request: Request) -> Response:
-    """Feature flags for the official SDK (``{}`` unless configured)."""
-    return answer(dict(server(request).settings.client_config))
+    """Feature flags for the official SDK (``{}`` unless configured; ``--jwt-auth`` adds
+    ``pjwt_auth_enabled``)."""
+    state = server(request)
+    flags = dict(state.settings.client_config)
+    if state.tokens is not None:
+        flags[JWT_CLIENT_FLAG] = True
+    return answer(flags)
+
+
+@router.post("/auth/token")
+async def auth_token(request: Request) -> Response:
+    """Exchange the API key in ``X-API-Key`` for a JWT: ``{"jwt": "<token>"}``.
+
+    404 when the server runs without ``--jwt-auth``; 401 when the caller sent a JWT (only a
+    key can be exchanged, so a token cannot extend itself).
+    """
+    state = server(request)
+    if state.tokens is None:
+        raise not_found("JWT auth is not enabled on this server (start it with --jwt-auth)")
+    if request.scope["state"].get("credential") != CREDENTIAL_KEY:
+        raise unauthorized("auth/token exchanges an API key (tml-...), not a JWT")
+    return answer({"jwt": state.tokens.issue(tenant(request))})
 
 
 @router.post("/client/dynamic_config")
@@ -99,7 +119,7 @@ async def create_session(request: Request) -> Response:
 
 @router.post("/session_heartbeat")
 async def heartbeat(request: Request) -> Response:
-    """Keep a session alive: 404 unknown, 410 finished."""
+    """Keep a session alive: 404 unknown, 410 finished or expired."""
     req = parse(await body(request), SessionIdBody)
     state = server(request)
     state.owned_session(tenant(request), req.session_id)
@@ -109,12 +129,14 @@ async def heartbeat(request: Request) -> Response:
 
 @router.post("/sessions/{session_id}/finish")
 async def finish_session(request: Request, session_id: str) -> Response:
-    """End a session: its live adapters and samplers are released (runs and checkpoints stay)."""
+    """End a session: its live adapters and samplers are released (runs and checkpoints stay).
+
+    Finishing a session that already ended (finished, expired) is a no-op (204).
+    """
     parse(await body(request), FinishSessionBody)
     state = server(request)
     row = state.owned_session(tenant(request), session_id, active=False)
-    if row.status == "active":
-        state.store.set_session_status(session_id, "finished")
-        release_session_models(state, session_id)
-        release_session_samplers(state, session_id)
+    if row.status == SESSION_ACTIVE:
+        state.store.set_session_status(session_id, SESSION_FINISHED)
+        state.on_session_end(session_id)
     return Response(status_code=204)
