@@ -344,8 +344,7 @@ class OptimStepRequest:
     def __attrs_post_init__(self) -> None:
         if (self.adam_params is None) == (self.optimizer_params is None):
             raise ValidationError(
-                "give exactly one of adam_params (AdamParams) and optimizer_params "
-                "(DimuonParams)",
+                "give exactly one of adam_params (AdamParams) and optimizer_params (DimuonParams)",
                 field="OptimStepRequest.adam_params",
             )
 
