@@ -76,7 +76,7 @@ def test_bad_datum_is_rejected_before_any_change(
 
 
 def test_rl_losses_need_their_inputs(engine: TorchEngine, adapter: str) -> None:
-    for loss_fn in ("importance_sampling", "ppo", "cispo", "dro"):
+    for loss_fn in ("importance_sampling", "ppo", "cispo", "dro", "gspo", "stable_reinforce"):
         with pytest.raises(EngineUserError, match="needs 'logprobs'"):
             engine.forward_backward(
                 adapter, [ce_datum(sequence(0, 4))], loss_fn, {}, forward_only=True
