@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -41,6 +41,7 @@ __all__ = [
     "check_config",
     "input_defaults",
     "loss_spec",
+    "no_extra_checks",
     "prepare_datum",
 ]
 
@@ -99,6 +100,11 @@ Elementwise = Callable[[ArrayOps, Any, Mapping[str, Any], Mapping[str, float], A
 Gradient = Callable[[_F64, Mapping[str, _F64], Mapping[str, float], _F64], _F64]
 
 
+def no_extra_checks(config: Mapping[str, float]) -> None:
+    """The config check of losses whose keys only need to be finite numbers."""
+    del config
+
+
 @dataclass(frozen=True)
 class LossSpec:
     """One loss: its inputs, config keys (with defaults) and formulas."""
@@ -113,7 +119,7 @@ class LossSpec:
     elementwise: Elementwise
     gradient: Gradient
     #: Extra config checks (beyond "a finite number"), raising EngineUserError.
-    check: Callable[[Mapping[str, float]], None] = field(default=lambda _config: None)
+    check: Callable[[Mapping[str, float]], None] = no_extra_checks
 
     @property
     def inputs(self) -> tuple[str, ...]:

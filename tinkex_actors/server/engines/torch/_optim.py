@@ -9,8 +9,10 @@ their global L2 norm is at most that) and report ``grad_norm:mean``, the norm be
 Thinking Machines describes it through its parameters only (momentum ``beta1``; a row and
 column preconditioner; a matrix-sign step with an internal iteration count; the learning rate
 applied to a direction of Frobenius norm ``sqrt(rank)``); version 1 is the parameter set of SDK
-0.38 (``learning_rate``, ``grad_clip_norm``, ``beta1``). Per LoRA matrix ``W`` (``A`` is
-``[rank, in]``, ``B`` is ``[out, rank]``) with gradient ``G``, one step here is:
+0.38 (``learning_rate``, ``grad_clip_norm``, ``beta1``). Following Muon (Keller Jordan, 2024)
+and Thinking Machines' *Modular Manifolds* (2025), both built on the matrix sign of the
+momentum, one step here is, per LoRA matrix ``W`` (``A`` is
+``[rank, in]``, ``B`` is ``[out, rank]``) with gradient ``G``:
 
 1. ``M = beta1 * M + (1 - beta1) * G`` (momentum, an exponential moving average);
 2. two-sided diagonal equilibration: ``P[i, j] = M[i, j] / ((r_i + s) (c_j + s)) ** (1/4)``
