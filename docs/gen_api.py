@@ -59,6 +59,7 @@ PUBLIC: dict[str, str] = {
     "tinkex_actors.server.engines": "`load_engine`",
     "tinkex_actors.server.engines.torch_engine": "`TorchEngine`",
     "tinkex_actors.server.engines.null_engine": "`NullEngine`",
+    "tinkex_actors.server.engines.losses": "the loss registry (`LOSSES`)",
 }
 
 #: Modules (and packages, with everything below them) that are implementation, not API.

@@ -101,7 +101,8 @@ ADAM_LEARNING_RATE: Final = 1e-4
 ADAM_BETA1: Final = 0.9
 ADAM_BETA2: Final = 0.95
 ADAM_EPS: Final = 1e-12
-LOSS_FNS: Final = ("cross_entropy", "importance_sampling", "ppo", "cispo", "dro")
+#: The one version of the Dimuon optimizer family (protocol §4.7, ``OptimizerConfig``).
+DIMUON_VERSION: Final = 1
 #: Default dtype of a loss_fn_inputs key given as a plain list.
 LOSS_INPUT_DTYPES: Final = {
     "target_tokens": "int64",
@@ -112,12 +113,6 @@ LOSS_INPUT_DTYPES: Final = {
     "clip_high_threshold": "float32",
     "sequence_ratio_mask": "float32",
 }
-#: loss_fn_config defaults (protocol §4.3); ``dro``'s ``beta`` weighs its quadratic penalty.
-PPO_CLIP_LOW: Final = 0.8
-PPO_CLIP_HIGH: Final = 1.2
-CISPO_CLIP_LOW: Final = 0.0
-CISPO_CLIP_HIGH: Final = 4.0
-DRO_BETA: Final = 1.0
 #: LoRA scaling numerator of the embedded server's adapters: output += (alpha / rank) * B @ A x.
 LORA_ALPHA: Final = 32
 

@@ -154,7 +154,7 @@ def test_create_and_sampling_errors(api: Api, model: tuple[str, str]) -> None:
     _assert_400(sample(sampling={"top_p": 0}), "top_p")
     _assert_400(sample(sampling={"temperature": -1}), "temperature")
     _assert_400(sample(sampling={"stop": ["a", 1]}), "stop")
-    _assert_400(sample(topk_sample_logprobs=2), "topk_sample_logprobs")
+    _assert_400(sample(topk_sample_logprobs=-1), "topk_sample_logprobs")
 
 
 def test_paths_names_and_ttls(api: Api, model: tuple[str, str]) -> None:

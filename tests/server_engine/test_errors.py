@@ -47,7 +47,7 @@ BAD_DATA: list[tuple[str, Callable[[], EngineDatum], str]] = [
         "outside the vocabulary",
     ),
     ("target out of vocab", lambda: _datum(target_tokens=np.full(6, VOCAB + 5)), "target_tokens"),
-    ("short targets", lambda: _datum(target_tokens=np.arange(5)), "expected 6 values"),
+    ("short targets", lambda: _datum(target_tokens=np.arange(5)), "the 6 model input tokens"),
     ("long weights", lambda: _datum(weights=np.ones(7, dtype=np.float32)), "'weights'"),
     ("nan weights", lambda: _datum(weights=np.full(6, np.nan, dtype=np.float32)), "finite"),
     ("missing targets", lambda: _datum(target_tokens=None), "'target_tokens'"),
@@ -76,7 +76,7 @@ def test_bad_datum_is_rejected_before_any_change(
 
 
 def test_rl_losses_need_their_inputs(engine: TorchEngine, adapter: str) -> None:
-    for loss_fn in ("importance_sampling", "ppo", "cispo", "dro"):
+    for loss_fn in ("importance_sampling", "ppo", "cispo", "dro", "gspo", "stable_reinforce"):
         with pytest.raises(EngineUserError, match="needs 'logprobs'"):
             engine.forward_backward(
                 adapter, [ce_datum(sequence(0, 4))], loss_fn, {}, forward_only=True

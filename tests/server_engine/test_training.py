@@ -212,7 +212,9 @@ def _rl_setup(engine: TorchEngine, model_id: str, seed: int) -> tuple[np.ndarray
     return tokens, current
 
 
-@pytest.mark.parametrize("loss_fn", ["importance_sampling", "ppo", "cispo", "dro"])
+@pytest.mark.parametrize(
+    "loss_fn", ["importance_sampling", "ppo", "cispo", "dro", "gspo", "stable_reinforce"]
+)
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_rl_losses_move_logprobs_with_the_advantage(
     engine: TorchEngine, adapter: str, loss_fn: str, sign: float

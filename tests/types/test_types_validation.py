@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from tinkex_actors import types as t
-from tinkex_actors._constants import LOSS_FNS
 from tinkex_actors.errors import InvalidTinkerPathError, ValidationError
 
 MI = t.ModelInput.from_ints([1, 2])
@@ -101,8 +100,8 @@ BAD: list[tuple[str, Any, str]] = [
     ),
     # training
     (
-        "loss_fn unknown",
-        lambda: t.ForwardBackwardInput(data=[DATUM], loss_fn="mse"),
+        "loss_fn empty",
+        lambda: t.ForwardBackwardInput(data=[DATUM], loss_fn=""),
         "ForwardBackwardInput.loss_fn",
     ),
     (
@@ -142,6 +141,44 @@ BAD: list[tuple[str, Any, str]] = [
         lambda: t.OptimStepRequest(adam_params=t.AdamParams(), model_id="m", seq_id=-1),
         "OptimStepRequest.seq_id",
     ),
+    (
+        "optim neither family",
+        lambda: t.OptimStepRequest(model_id="m"),
+        "OptimStepRequest.adam_params",
+    ),
+    (
+        "optim both families",
+        lambda: t.OptimStepRequest(
+            adam_params=t.AdamParams(),
+            optimizer_params=t.DimuonParams(learning_rate=0.1),
+            model_id="m",
+        ),
+        "OptimStepRequest.adam_params",
+    ),
+    (
+        "optim dimuon as adam",
+        lambda: t.OptimStepRequest(adam_params=t.DimuonParams(learning_rate=0.1), model_id="m"),
+        "OptimStepRequest.adam_params",
+    ),
+    ("dimuon lr negative", lambda: t.DimuonParams(learning_rate=-1), "DimuonParams.learning_rate"),
+    (
+        "dimuon lr nan",
+        lambda: t.DimuonParams(learning_rate=math.nan),
+        "DimuonParams.learning_rate",
+    ),
+    ("dimuon beta1 1", lambda: t.DimuonParams(learning_rate=1, beta1=1.0), "DimuonParams.beta1"),
+    (
+        "dimuon clip bool",
+        lambda: t.DimuonParams(learning_rate=1, grad_clip_norm=True),
+        "DimuonParams.grad_clip_norm",
+    ),
+    ("adamw version", lambda: t.OptimizerConfig(version=1), "OptimizerConfig.version"),
+    (
+        "dimuon version 2",
+        lambda: t.OptimizerConfig(type="dimuon", version=2),
+        "OptimizerConfig.version",
+    ),
+    ("optimizer type empty", lambda: t.OptimizerConfig(type=""), "OptimizerConfig.type"),
     # models, sessions
     (
         "create_model seq",
@@ -323,9 +360,14 @@ def test_defaults_and_number_normalisation() -> None:
     )
 
 
-def test_every_core_loss_fn_is_accepted() -> None:
-    for name in (*LOSS_FNS, "gspo", "stable_reinforce", "custom"):
+def test_any_loss_name_passes_through() -> None:
+    # The server owns the list of losses; the SDK sends any non-empty name as it is.
+    for name in (*get_args(t.LossFnType), "a_future_loss"):
         assert t.ForwardBackwardInput(data=[], loss_fn=name).loss_fn == name  # type: ignore[arg-type]
+    for bad in ("", 3, None):
+        with pytest.raises(ValidationError) as info:
+            t.ForwardBackwardInput(data=[], loss_fn=bad)  # type: ignore[arg-type]
+        assert info.value.field == "ForwardBackwardInput.loss_fn"
 
 
 def test_load_weights_modes() -> None:
@@ -444,3 +486,23 @@ def test_types_public_surface() -> None:
                 assert name in names, (
                     f"{module.__name__}.{name} is not exported from tinkex_actors.types"
                 )
+
+
+def test_optimizer_families() -> None:
+    assert t.OptimizerConfig().version is None
+    assert t.OptimizerConfig(type="dimuon").version == 1
+    assert t.OptimizerConfig(type="lion", version=3).version == 3  # unknown families pass
+    dimuon = t.DimuonParams(learning_rate=1, grad_clip_norm=-1)  # <= 0: no clipping
+    assert (dimuon.type, dimuon.learning_rate, dimuon.grad_clip_norm, dimuon.beta1) == (
+        "dimuon",
+        1.0,
+        -1.0,
+        0.9,
+    )
+    assert type(dimuon.learning_rate) is float
+    step = t.OptimStepRequest.of(dimuon, "m")
+    assert step.optimizer_params is dimuon
+    assert step.adam_params is None
+    assert step.optim_params is dimuon
+    adam = t.AdamParams()
+    assert t.OptimStepRequest.of(adam, "m").optim_params is adam

@@ -237,6 +237,76 @@ REQUESTS: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
         ),
     ),
     (
+        "optim_step dimuon",
+        lambda: t.OptimStepRequest(
+            optimizer_params=t.DimuonParams(learning_rate=0.02, grad_clip_norm=1, beta1=0.5),
+            model_id="m",
+            seq_id=3,
+        ),
+        lambda: official_body(
+            T.OptimStepRequest(
+                optim_params=T.DimuonParams(learning_rate=0.02, grad_clip_norm=1, beta1=0.5),
+                model_id="m",
+                seq_id=3,
+            )
+        ),
+    ),
+    (
+        "optim_step dimuon defaults, built with of()",
+        lambda: t.OptimStepRequest.of(t.DimuonParams(learning_rate=1e-3), "m"),
+        lambda: official_body(
+            T.OptimStepRequest(optim_params=T.DimuonParams(learning_rate=1e-3), model_id="m")
+        ),
+    ),
+    (
+        "optim_step adam via of()",
+        lambda: t.OptimStepRequest.of(t.AdamParams(), "m", 1),
+        lambda: official_body(
+            T.OptimStepRequest(optim_params=T.AdamParams(), model_id="m", seq_id=1)
+        ),
+    ),
+    (
+        "create_model dimuon without a version",
+        lambda: t.CreateModelRequest(
+            session_id="s",
+            model_seq_id=0,
+            base_model="b",
+            optimizer_config=t.OptimizerConfig(type="dimuon"),
+        ),
+        lambda: official_body(
+            T.CreateModelRequest(
+                session_id="s",
+                model_seq_id=0,
+                base_model="b",
+                optimizer_config=T.DimuonOptimizerConfig(),
+            )
+        ),
+    ),
+    (
+        "create_model default optimizer",
+        lambda: t.CreateModelRequest(session_id="s", model_seq_id=0, base_model="b"),
+        lambda: official_body(T.CreateModelRequest(session_id="s", model_seq_id=0, base_model="b")),
+    ),
+    (
+        "load_weights dimuon",
+        lambda: t.LoadWeightsRequest(
+            session_id="s",
+            model_seq_id=1,
+            path="tinker://r/weights/a",
+            optimizer=False,
+            optimizer_config=t.OptimizerConfig(type="dimuon"),
+        ),
+        lambda: official_body(
+            T.LoadWeightsRequest(
+                session_id="s",
+                model_seq_id=1,
+                path="tinker://r/weights/a",
+                optimizer=False,
+                optimizer_config=T.DimuonOptimizerConfig(),
+            )
+        ),
+    ),
+    (
         "save_weights",
         lambda: t.SaveWeightsRequest(
             model_id="m",
@@ -396,6 +466,37 @@ REQUESTS: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
                 prompt_alt_tokens_k=3,
                 prompt_logprobs_last_n=2,
                 record_stability_info=False,
+            )
+        ),
+    ),
+    (
+        "sample sparse targets, stability info",
+        lambda: t.SampleRequest(
+            prompt=t.ModelInput.from_ints([1, 2, 3]),
+            sampling_params=t.SamplingParams(max_tokens=2),
+            sampling_session_id="s:sample:0",
+            seq_id=3,
+            prompt_logprobs=False,
+            topk_sample_logprobs=3,
+            target_prompt_logprobs=t.TensorData([4, 9], "int64", [2, 3], [0, 1, 2], [2, 0]),
+            record_stability_info=True,
+        ),
+        lambda: official_body(
+            T.SampleRequest(
+                prompt=T.ModelInput.from_ints([1, 2, 3]),
+                sampling_params=T.SamplingParams(max_tokens=2),
+                sampling_session_id="s:sample:0",
+                seq_id=3,
+                prompt_logprobs=False,
+                topk_sample_logprobs=3,
+                target_prompt_logprobs=PTensorData(
+                    data=[4, 9],
+                    dtype="int64",
+                    shape=[2, 3],
+                    sparse_crow_indices=[0, 1, 2],
+                    sparse_col_indices=[2, 0],
+                ),
+                record_stability_info=True,
             )
         ),
     ),
@@ -712,6 +813,23 @@ RESPONSES: list[tuple[str, type, type, dict[str, Any]]] = [
             "train_mlp": True,
             "train_attn": True,
         },
+    ),
+    (
+        "weights_info dimuon",
+        t.WeightsInfoResponse,
+        T.WeightsInfoResponse,
+        {
+            "base_model": "b",
+            "is_lora": True,
+            "lora_rank": 8,
+            "optimizer_config": {"type": "dimuon", "version": 1},
+        },
+    ),
+    (
+        "get_info adamw",
+        t.GetInfoResponse,
+        T.GetInfoResponse,
+        {"model_id": "m", "model_data": {}, "optimizer_config": {"type": "adamw"}},
     ),
 ]
 

@@ -17,7 +17,12 @@ import numpy as np
 import numpy.typing as npt
 
 from tinkex_actors._constants import LOSS_INPUT_DTYPES
-from tinkex_actors.server.engine_api import EngineDatum, ForwardBackwardResult, SampleResult
+from tinkex_actors.server.engine_api import (
+    EngineDatum,
+    ForwardBackwardResult,
+    SampledSeq,
+    SampleResult,
+)
 from tinkex_actors.server.http_errors import bad_request
 from tinkex_actors.server.payloads import FwdBwdPayload, csr_to_dense, public_array
 
@@ -164,25 +169,53 @@ def encode_forward_backward_json(result: ForwardBackwardResult) -> dict[str, Any
     }
 
 
+def _topk_json(rows: Any) -> list[Any]:
+    return [None if row is None else [[int(t), float(lp)] for t, lp in row] for row in rows]
+
+
+def _sequence_json(seq: SampledSeq) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "stop_reason": seq.stop_reason,
+        "tokens": [int(t) for t in seq.tokens],
+        "logprobs": [float(v) for v in seq.logprobs],
+    }
+    if seq.topk_logprobs is not None:
+        out["topk_logprobs"] = _topk_json(seq.topk_logprobs)
+    return out
+
+
+def _target_json(result: SampleResult) -> dict[str, Any]:
+    values = np.asarray(result.target_prompt_logprobs, dtype=np.float32)
+    if result.target_prompt_csr is None:
+        return _tensor_json(values)
+    crow, col = result.target_prompt_csr
+    rows = np.repeat(np.arange(values.shape[0]), np.diff(crow))
+    return {
+        "data": values[rows, col].tolist(),
+        "dtype": "float32",
+        "shape": list(values.shape),
+        "sparse_crow_indices": np.asarray(crow).tolist(),
+        "sparse_col_indices": np.asarray(col).tolist(),
+    }
+
+
 def encode_sample_json(result: SampleResult) -> dict[str, Any]:
-    """The legacy JSON ``SampleResponse``."""
+    """The legacy JSON ``SampleResponse`` (0.38 fields in the TensorData JSON form)."""
     body: dict[str, Any] = {
         "type": "sample",
-        "sequences": [
-            {
-                "stop_reason": seq.stop_reason,
-                "tokens": [int(t) for t in seq.tokens],
-                "logprobs": [float(v) for v in seq.logprobs],
-            }
-            for seq in result.sequences
-        ],
+        "sequences": [_sequence_json(seq) for seq in result.sequences],
         "prompt_cache_hit_tokens": result.prompt_cache_hit_tokens,
     }
     if result.prompt_logprobs is not None:
         body["prompt_logprobs"] = [None if v is None else float(v) for v in result.prompt_logprobs]
     if result.topk_prompt_logprobs is not None:
-        body["topk_prompt_logprobs"] = [
-            None if row is None else [[int(t), float(lp)] for t, lp in row]
-            for row in result.topk_prompt_logprobs
-        ]
+        body["topk_prompt_logprobs"] = _topk_json(result.topk_prompt_logprobs)
+    if result.target_prompt_logprobs is not None:
+        body["target_prompt_logprobs"] = _target_json(result)
+    if result.prompt_alt_tokens is not None:
+        tokens, logprobs = result.prompt_alt_tokens
+        body["prompt_alt_tokens"] = {
+            "tokens": _tensor_json(np.asarray(tokens, dtype=np.int64)),
+            "logprobs": _tensor_json(np.asarray(logprobs, dtype=np.float32)),
+        }
     return body

@@ -146,18 +146,52 @@ def _topk(rows: list[list[tuple[int, float]] | None]) -> pb.TopkLogprobs:
     )
 
 
+def _dense_tensor(array: npt.NDArray[np.generic]) -> pb.Tensor:
+    array = public_array(array)
+    return pb.Tensor(
+        dense=array.tobytes(), dtype=_WRITE_DTYPES[array.dtype], shape=list(array.shape)
+    )
+
+
+def _target_tensor(result: SampleResult) -> pb.Tensor:
+    """The target logprobs in the request's layout: dense, or CSR with its indices."""
+    values = np.asarray(result.target_prompt_logprobs, dtype="<f4")
+    if result.target_prompt_csr is None:
+        return _dense_tensor(values)
+    crow, col = result.target_prompt_csr
+    rows = np.repeat(np.arange(values.shape[0]), np.diff(crow))
+    return pb.Tensor(
+        sparse_csr=pb.SparseCsr(
+            values=np.ascontiguousarray(values[rows, col], dtype="<f4").tobytes(),
+            crow_indices=np.asarray(crow, dtype="<i8").tobytes(),
+            col_indices=np.asarray(col, dtype="<i8").tobytes(),
+        ),
+        dtype=pb.DTYPE_FLOAT32,
+        shape=list(values.shape),
+    )
+
+
 def encode_sample(result: SampleResult) -> bytes:
-    """``SampleResponse`` bytes (prompt logprobs NaN where undefined, top-k sentinel-padded)."""
+    """``SampleResponse`` bytes (prompt logprobs NaN where undefined, top-k sentinel-padded;
+    0.38 fields: per-sequence top-k (field 4), target logprobs (5), prompt alternatives (6))."""
     message = pb.SampleResponse(prompt_cache_hit_tokens=result.prompt_cache_hit_tokens)
     for seq in result.sequences:
-        message.sequences.add(
+        sequence = message.sequences.add(
             stop_reason=pb.STOP_REASON_STOP if seq.stop_reason == "stop" else pb.STOP_REASON_LENGTH,
             tokens=np.asarray(seq.tokens, dtype="<i4").tobytes(),
             logprobs=np.asarray(seq.logprobs, dtype="<f4").tobytes(),
         )
+        if seq.topk_logprobs is not None:
+            sequence.topk_sampled_logprobs.CopyFrom(_topk(list(seq.topk_logprobs)))
     if result.prompt_logprobs is not None:
         values = [np.nan if v is None else v for v in result.prompt_logprobs]
         message.prompt_logprobs = np.asarray(values, dtype="<f4").tobytes()
     if result.topk_prompt_logprobs is not None:
         message.topk_prompt_logprobs.CopyFrom(_topk(result.topk_prompt_logprobs))
+    if result.target_prompt_logprobs is not None:
+        message.target_prompt_logprobs.CopyFrom(_target_tensor(result))
+    if result.prompt_alt_tokens is not None:
+        tokens, logprobs = result.prompt_alt_tokens
+        message.prompt_alt_tokens.tokens.CopyFrom(_dense_tensor(np.asarray(tokens, "<i8")))
+        message.prompt_alt_tokens.logprobs.CopyFrom(_dense_tensor(np.asarray(logprobs, "<f4")))
     return message.SerializeToString()

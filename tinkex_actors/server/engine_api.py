@@ -34,8 +34,10 @@ __all__ = [
     "ADAPTER_CONFIG_FILE",
     "ADAPTER_WEIGHTS_FILE",
     "OPTIMIZER_STATE_FILE",
+    "OPTIMIZER_FAMILIES",
     "AdamSpec",
     "BaseModelInfo",
+    "DimuonSpec",
     "Engine",
     "EngineDatum",
     "EngineError",
@@ -43,6 +45,7 @@ __all__ = [
     "EngineUserError",
     "ForwardBackwardResult",
     "LoraSpec",
+    "OptimizerSpec",
     "SampleResult",
     "SampleSpec",
     "SampledSeq",
@@ -103,6 +106,54 @@ class AdamSpec:
     grad_clip_norm: float = 0.0
 
 
+@dataclass(frozen=True)
+class DimuonSpec:
+    """Dimuon step hyper-parameters (wire ``DimuonParams``); ``grad_clip_norm`` <= 0 disables
+    clipping."""
+
+    learning_rate: float
+    grad_clip_norm: float = 0.0
+    beta1: float = 0.9
+
+
+#: Optimizer families an adapter can be created with, and the versions each accepts.
+OPTIMIZER_FAMILIES: Mapping[str, tuple[int | None, ...]] = {"adamw": (None,), "dimuon": (1,)}
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """The optimizer family an adapter is created with (wire ``OptimizerConfig``).
+
+    It is fixed for the adapter's life: every optim_step must carry that family's parameters
+    (:class:`AdamSpec` for ``adamw``, :class:`DimuonSpec` for ``dimuon``), and a checkpoint
+    saved with its optimizer state only loads back into an adapter of the same family.
+    """
+
+    type: str = "adamw"
+    version: int | None = None
+
+    def wire(self) -> dict[str, object]:
+        """The JSON form: ``{"type": "adamw"}`` or ``{"type": "dimuon", "version": 1}``."""
+        out: dict[str, object] = {"type": self.type}
+        if self.version is not None:
+            out["version"] = self.version
+        return out
+
+    def check(self) -> None:
+        """EngineUserError unless this names a known family and version."""
+        versions = OPTIMIZER_FAMILIES.get(self.type)
+        if versions is None or self.version not in versions:
+            raise EngineUserError(
+                f"optimizer_config: unknown optimizer {self.wire()}; expected "
+                "{'type': 'adamw'} or {'type': 'dimuon', 'version': 1}"
+            )
+
+    def accepts(self, params: AdamSpec | DimuonSpec) -> bool:
+        """Whether ``params`` are this family's step parameters."""
+        wanted = AdamSpec if self.type == "adamw" else DimuonSpec
+        return isinstance(params, wanted)
+
+
 @dataclass
 class EngineDatum:
     """One training example, decoded from JSON or protobuf by the HTTP layer.
@@ -141,15 +192,23 @@ class SampleSpec:
     stop_token_ids: tuple[int, ...] | None = None
     prompt_logprobs: bool = False
     topk_prompt_logprobs: int = 0
+    #: ``k``: per generated token, the ``k`` most likely ``(token_id, logprob)`` pairs.
+    topk_sample_logprobs: int = 0
+    #: int64 ``[len(prompt) - 1, K]``: token ids to score at prompt positions 1.., ``-1`` for
+    #: none (a sparse request arrives expanded, unlisted cells ``-1``).
+    target_prompt_logprobs: npt.NDArray[np.int64] | None = None
+    #: ``k``: draws from the next-token distribution at every prompt position after the first.
+    prompt_alt_tokens_k: int = 0
 
 
 @dataclass
 class SampledSeq:
-    """One generated sequence."""
+    """One generated sequence (``topk_logprobs``: one row per token when requested)."""
 
     tokens: list[int]
     logprobs: list[float]
     stop_reason: Literal["stop", "length"]
+    topk_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 @dataclass
@@ -158,13 +217,22 @@ class SampleResult:
 
     ``prompt_logprobs`` has one entry per prompt token (``None`` for the first, which has no
     context). ``topk_prompt_logprobs`` has one row per prompt token (``None`` for the first),
-    each row up to ``k`` ``(token_id, logprob)`` pairs, best first.
+    each row up to ``k`` ``(token_id, logprob)`` pairs, best first. Row ``i`` of
+    ``target_prompt_logprobs`` and ``prompt_alt_tokens`` belongs to prompt position ``i + 1``.
     """
 
     sequences: list[SampledSeq]
     prompt_logprobs: list[float | None] | None = None
     topk_prompt_logprobs: list[list[tuple[int, float]] | None] | None = None
     prompt_cache_hit_tokens: int = 0
+    #: float32, the request's ``[len(prompt) - 1, K]`` shape: the logprob of each requested id
+    #: at its prompt position, 0.0 where the request had ``-1``.
+    target_prompt_logprobs: npt.NDArray[np.float32] | None = None
+    #: ``(tokens int64, logprobs float32)``, both ``[len(prompt) - 1, k]``.
+    prompt_alt_tokens: tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None = None
+    #: Set by the HTTP layer when the request's target ids came sparse: ``(crow_indices,
+    #: col_indices)``, so ``target_prompt_logprobs`` is encoded in the same CSR layout.
+    target_prompt_csr: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -193,9 +261,16 @@ class Engine(Protocol):
         ...
 
     # ---------------------------------------------------------------- training adapters
-    def create_adapter(self, model_id: str, base_model: str, lora: LoraSpec) -> None:
-        """Create a fresh LoRA adapter (deterministic from ``lora.seed``) with fresh AdamW
-        state. Raises EngineUserError for an unknown base model or a bad rank."""
+    def create_adapter(
+        self,
+        model_id: str,
+        base_model: str,
+        lora: LoraSpec,
+        optimizer: OptimizerSpec | None = None,
+    ) -> None:
+        """Create a fresh LoRA adapter (deterministic from ``lora.seed``) with fresh state of
+        ``optimizer`` (None: AdamW). Raises EngineUserError for an unknown base model, a bad
+        rank or an unknown optimizer family."""
         ...
 
     def drop_adapter(self, model_id: str) -> None:
@@ -216,8 +291,9 @@ class Engine(Protocol):
         token) per datum; metrics carry at least ``loss:sum``."""
         ...
 
-    def optim_step(self, model_id: str, adam: AdamSpec) -> dict[str, float]:
-        """Apply the accumulated gradients with AdamW, then zero them. Returns metrics."""
+    def optim_step(self, model_id: str, params: AdamSpec | DimuonSpec) -> dict[str, float]:
+        """Apply the accumulated gradients with the adapter's optimizer, then zero them.
+        Raises EngineUserError when ``params`` belong to another family. Returns metrics."""
         ...
 
     def save_state(self, model_id: str, directory: Path, *, with_optimizer: bool) -> None:
@@ -229,11 +305,15 @@ class Engine(Protocol):
     def load_state(self, model_id: str, directory: Path, *, with_optimizer: bool) -> None:
         """Replace an existing adapter's weights (and optimizer state when asked) with a saved
         checkpoint. Training continued after save/load must match training without the round
-        trip exactly."""
+        trip exactly. Loading optimizer state of another family is an EngineUserError."""
         ...
 
     def read_checkpoint_config(self, directory: Path) -> tuple[str, LoraSpec]:
         """Base model name and LoRA settings recorded in a checkpoint directory."""
+        ...
+
+    def read_checkpoint_optimizer(self, directory: Path) -> OptimizerSpec:
+        """The optimizer family recorded in a checkpoint (AdamW when none is recorded)."""
         ...
 
     def save_sampler_weights(self, model_id: str, directory: Path) -> None:

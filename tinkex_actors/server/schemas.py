@@ -133,6 +133,8 @@ class LoadWeightsBody(_Body):
     user_metadata: dict[str, Any] | None = None
     path: str
     optimizer: bool = False
+    #: 0.38, weights-only create-via-load: the new model's optimizer family.
+    optimizer_config: dict[str, Any] | None = None
 
 
 class CreateSamplingSessionBody(_Body):
@@ -165,6 +167,8 @@ class SampleBody(_Body):
     target_prompt_logprobs: dict[str, Any] | None = None
     prompt_alt_tokens_k: int = 0
     prompt_logprobs_last_n: int | None = None
+    #: Accepted; this server records no stability information (see docs/server.md).
+    record_stability_info: bool | None = None
 
 
 class RetrieveFutureBody(_Body):

@@ -25,7 +25,7 @@ from tinkex_actors._logging import get_logger
 from tinkex_actors.errors import InternalServerError
 from tinkex_actors.server.archives import ArchiveSigner
 from tinkex_actors.server.checkpoints import CheckpointFiles, TinkerPath
-from tinkex_actors.server.engine_api import BaseModelInfo, LoraSpec
+from tinkex_actors.server.engine_api import BaseModelInfo, LoraSpec, OptimizerSpec
 from tinkex_actors.server.engine_host import EngineHost
 from tinkex_actors.server.futures import FutureStore, ResultKind
 from tinkex_actors.server.http_errors import bad_request, forbidden, gone, not_found, unavailable
@@ -63,6 +63,8 @@ class LiveModel:
     base: BaseModelInfo
     lora: LoraSpec
     last_request_time: float = field(default_factory=time.time)
+    #: The optimizer family chosen at creation (fixed for the model's life).
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
 
 
 @dataclass

@@ -1,17 +1,32 @@
 """Checks that turn bad input into a 400 before anything is queued or written.
 
 Every message names the offending field (``data[2].loss_fn_inputs.weights``) and what was
-expected, so a client sees at once what to fix.
+expected, so a client sees at once what to fix. Losses are checked by the loss registry
+(``engines/losses.py``), the same code the engines run, so the HTTP layer and the engines
+agree on every name, input and config key.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
-from tinkex_actors._constants import CHECKPOINT_TTL_MAX, LOSS_FNS
-from tinkex_actors.server.engine_api import AdamSpec, BaseModelInfo, LoraSpec, SampleSpec
+from tinkex_actors._constants import CHECKPOINT_TTL_MAX
+from tinkex_actors.server.engine_api import (
+    OPTIMIZER_FAMILIES,
+    AdamSpec,
+    BaseModelInfo,
+    DimuonSpec,
+    EngineUserError,
+    LoraSpec,
+    OptimizerSpec,
+    SampleSpec,
+)
+from tinkex_actors.server.engines.losses import check_config, loss_spec, prepare_datum
 from tinkex_actors.server.http_errors import bad_request
 from tinkex_actors.server.payloads import FwdBwdPayload
 from tinkex_actors.server.schemas import AdamParamsBody, LoraConfigBody, SampleBody
@@ -20,24 +35,24 @@ __all__ = [
     "adam_spec",
     "checkpoint_name",
     "lora_spec",
+    "optim_params",
+    "optimizer_spec",
     "sample_spec",
+    "target_prompt_ids",
     "ttl_seconds",
     "validate_forward_backward",
 ]
 
-_RL_INPUTS = ("target_tokens", "logprobs", "advantages")
-REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
-    "cross_entropy": ("target_tokens",),
-    "importance_sampling": _RL_INPUTS,
-    "ppo": _RL_INPUTS,
-    "cispo": _RL_INPUTS,
-    "dro": _RL_INPUTS,
-}
 _MAX_LORA_RANK = 1024
 _MAX_NUM_SAMPLES = 128
+#: Most alternative draws per prompt position (``prompt_alt_tokens_k``).
+_MAX_ALT_TOKENS_K = 1024
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 #: Seeds are folded into this range so every engine's generator accepts them.
 _SEED_MODULUS = 2**63
+#: CSR index arrays ``(crow_indices, col_indices)`` of a sparse tensor.
+Csr: TypeAlias = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
+_FAMILY_PARAMS = {"adamw": "AdamParams (adam_params)", "dimuon": "DimuonParams (optimizer_params)"}
 
 
 def _check_vocab(tokens: np.ndarray, vocab: int, where: str) -> None:
@@ -47,44 +62,90 @@ def _check_vocab(tokens: np.ndarray, vocab: int, where: str) -> None:
 
 
 def validate_forward_backward(payload: FwdBwdPayload, info: BaseModelInfo) -> None:
-    """Reject unknown losses, missing or misshapen inputs and out-of-vocabulary tokens."""
-    if payload.loss_fn not in LOSS_FNS:
-        raise bad_request(f"loss_fn: unknown loss {payload.loss_fn!r}; expected one of {LOSS_FNS}")
-    if payload.loss_fn_config_text:
-        key = next(iter(payload.loss_fn_config_text))
-        raise bad_request(f"loss_fn_config.{key}: expected a number (custom losses unsupported)")
-    for key, value in payload.loss_fn_config.items():
-        if not np.isfinite(value):
-            raise bad_request(f"loss_fn_config.{key}: expected a finite number")
-    if not payload.data:
-        raise bad_request("data: expected at least one Datum")
-    required = REQUIRED_INPUTS[payload.loss_fn]
-    for i, datum in enumerate(payload.data):
-        n = int(datum.tokens.shape[0])
-        if n == 0:
-            raise bad_request(f"data[{i}].model_input: expected at least one token")
-        if n > info.max_context_length:
+    """Reject unknown losses, bad config, missing or misshapen inputs, out-of-vocabulary
+    tokens: the registry's checks, as a 400."""
+    try:
+        spec = loss_spec(payload.loss_fn)
+        check_config(spec, payload.loss_fn_config, payload.loss_fn_config_text)
+        if not payload.data:
+            raise EngineUserError("data: expected at least one Datum")
+        for i, datum in enumerate(payload.data):
+            prepare_datum(i, datum, spec, info.vocab_size, info.max_context_length)
+    except EngineUserError as exc:
+        raise bad_request(str(exc)) from None
+
+
+def optimizer_spec(config: dict[str, Any] | None, field: str = "optimizer_config") -> OptimizerSpec:
+    """The optimizer family of a create_model (or create-via-load) body; default AdamW."""
+    if config is None:
+        return OptimizerSpec()
+    family = config.get("type", "adamw")
+    versions = OPTIMIZER_FAMILIES.get(family) if isinstance(family, str) else None
+    if versions is None:
+        raise bad_request(
+            f"{field}.type: unknown optimizer {family!r}; expected one of "
+            f"{sorted(OPTIMIZER_FAMILIES)}"
+        )
+    version = config.get("version", versions[0])
+    if version not in versions or isinstance(version, bool):
+        raise bad_request(f"{field}.version: {family} supports version(s) {list(versions)}")
+    extra = sorted(set(config) - {"type", "version"})
+    if extra or (family == "adamw" and "version" in config):
+        raise bad_request(f"{field}: unexpected field(s) {extra or ['version']} for {family}")
+    return OptimizerSpec(type=family, version=version)
+
+
+def _finite(
+    value: object, where: str, *, minimum: float = 0.0, below: float | None = None
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise bad_request(f"{where}: expected a finite number, got {value!r}")
+    if value < minimum or (below is not None and value >= below):
+        bound = f">= {minimum}" + ("" if below is None else f" and < {below}")
+        raise bad_request(f"{where}: expected {bound}, got {value}")
+    return float(value)
+
+
+def optim_params(
+    adam: AdamParamsBody | None, other: dict[str, Any] | None, optimizer: OptimizerSpec
+) -> AdamSpec | DimuonSpec:
+    """The step parameters of an optim_step body, which must match the model's family.
+
+    ``adam_params`` carries AdamW's; ``optimizer_params`` (0.38) any other family's, tagged
+    by ``type``. The wrong family is a 400 naming both.
+    """
+    if adam is not None and other is not None:
+        raise bad_request("optim_step: give adam_params or optimizer_params, not both")
+    if other is None:
+        given = "adamw"
+    else:
+        raw = other.get("type")
+        given = raw if isinstance(raw, str) else repr(raw)
+        if given not in OPTIMIZER_FAMILIES or given == "adamw":
             raise bad_request(
-                f"data[{i}].model_input: {n} tokens exceed the context length "
-                f"{info.max_context_length} of {info.name}"
+                f"optimizer_params.type: unknown optimizer family {given!r}; expected 'dimuon' "
+                "(AdamW parameters go in adam_params)"
             )
-        _check_vocab(datum.tokens, info.vocab_size, f"data[{i}].model_input")
-        for name in required:
-            if name not in datum.inputs:
-                raise bad_request(
-                    f"data[{i}].loss_fn_inputs.{name}: required by loss {payload.loss_fn!r}"
-                )
-        for name, array in datum.inputs.items():
-            where = f"data[{i}].loss_fn_inputs.{name}"
-            if array.ndim == 0 or array.shape[0] != n:
-                got = "a scalar" if array.ndim == 0 else f"length {array.shape[0]}"
-                raise bad_request(f"{where}: {got} does not match the {n} model input tokens")
-            if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-                raise bad_request(f"{where}: expected finite numbers")
-        targets = datum.inputs["target_tokens"]
-        if targets.dtype.kind not in "iu":
-            raise bad_request(f"data[{i}].loss_fn_inputs.target_tokens: expected integers")
-        _check_vocab(targets, info.vocab_size, f"data[{i}].loss_fn_inputs.target_tokens")
+    if given != optimizer.type:
+        raise bad_request(
+            f"optim_step: this model was created with the {optimizer.type} optimizer and takes "
+            f"{_FAMILY_PARAMS[optimizer.type]}, but the request carries "
+            f"{_FAMILY_PARAMS[given]}"
+        )
+    if other is None:
+        return adam_spec(adam)
+    unknown = sorted(set(other) - {"type", "learning_rate", "grad_clip_norm", "beta1"})
+    if unknown:
+        raise bad_request(f"optimizer_params: unexpected field(s) {unknown} for dimuon")
+    if "learning_rate" not in other:
+        raise bad_request("optimizer_params.learning_rate: required for dimuon")
+    return DimuonSpec(
+        learning_rate=_finite(other["learning_rate"], "optimizer_params.learning_rate"),
+        grad_clip_norm=_finite(
+            other.get("grad_clip_norm", 0.0), "optimizer_params.grad_clip_norm", minimum=-math.inf
+        ),
+        beta1=_finite(other.get("beta1", 0.9), "optimizer_params.beta1", below=1.0),
+    )
 
 
 def lora_spec(config: LoraConfigBody | None) -> LoraSpec:
@@ -151,8 +212,14 @@ def _stop(
     return None, tuple(int(s) for s in stop)
 
 
-def sample_spec(body: SampleBody, prompt: np.ndarray, info: BaseModelInfo) -> SampleSpec:
-    """Validate an asample body against the sampler's base model."""
+def sample_spec(
+    body: SampleBody, prompt: np.ndarray, info: BaseModelInfo
+) -> tuple[SampleSpec, Csr | None]:
+    """Validate an asample body against the sampler's base model.
+
+    Returns the engine's request and, when ``target_prompt_logprobs`` came as a CSR tensor,
+    its ``(crow_indices, col_indices)``: the answer is encoded in the same layout.
+    """
     params = body.sampling_params
     n = int(prompt.shape[0])
     if n == 0:
@@ -177,21 +244,25 @@ def sample_spec(body: SampleBody, prompt: np.ndarray, info: BaseModelInfo) -> Sa
         raise bad_request(
             f"sampling_params.top_k: expected -1 (no limit) or >= 1, got {params.top_k}"
         )
-    if not 0 <= body.topk_prompt_logprobs <= info.vocab_size:
-        raise bad_request(f"topk_prompt_logprobs: expected 0..{info.vocab_size}")
-    if body.topk_sample_logprobs:
-        raise bad_request("topk_sample_logprobs: not supported by this server")
+    for name in ("topk_prompt_logprobs", "topk_sample_logprobs"):
+        if not 0 <= getattr(body, name) <= info.vocab_size:
+            raise bad_request(f"{name}: expected 0..{info.vocab_size}, got {getattr(body, name)}")
+    if not 0 <= body.prompt_alt_tokens_k <= _MAX_ALT_TOKENS_K:
+        raise bad_request(
+            f"prompt_alt_tokens_k: expected 0..{_MAX_ALT_TOKENS_K}, got {body.prompt_alt_tokens_k}"
+        )
+    if body.prompt_alt_tokens_k and n < 2:
+        raise bad_request("prompt_alt_tokens_k: needs a prompt of at least 2 tokens")
+    targets, layout = None, None
     if body.target_prompt_logprobs is not None:
-        raise bad_request("target_prompt_logprobs: not supported by this server")
-    if body.prompt_alt_tokens_k:
-        raise bad_request("prompt_alt_tokens_k: not supported by this server")
+        targets, layout = target_prompt_ids(body.target_prompt_logprobs, n, info.vocab_size)
     last_n = body.prompt_logprobs_last_n
     if last_n is not None and (not body.prompt_logprobs or not 1 <= last_n <= n - 1):
         raise bad_request(f"prompt_logprobs_last_n: needs prompt_logprobs and 1..{n - 1}")
     stop_strings, stop_ids = _stop(params.stop)
     if stop_ids:
         _check_vocab(np.asarray(stop_ids), info.vocab_size, "sampling_params.stop")
-    return SampleSpec(
+    spec = SampleSpec(
         prompt=[int(t) for t in prompt],
         max_tokens=params.max_tokens,
         num_samples=body.num_samples,
@@ -203,4 +274,66 @@ def sample_spec(body: SampleBody, prompt: np.ndarray, info: BaseModelInfo) -> Sa
         stop_token_ids=stop_ids,
         prompt_logprobs=bool(body.prompt_logprobs),
         topk_prompt_logprobs=body.topk_prompt_logprobs,
+        topk_sample_logprobs=body.topk_sample_logprobs,
+        target_prompt_logprobs=targets,
+        prompt_alt_tokens_k=body.prompt_alt_tokens_k,
     )
+    return spec, layout
+
+
+def _int_list(value: object, where: str) -> list[int]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        raise bad_request(f"{where}: expected a list of integers")
+    return value
+
+
+def target_prompt_ids(
+    value: dict[str, Any], prompt_length: int, vocab_size: int
+) -> tuple[npt.NDArray[np.int64], Csr | None]:
+    """``target_prompt_logprobs`` of an asample body as a dense int64 ``[len(prompt) - 1, K]``
+    matrix (``-1``: nothing requested, also every cell a sparse request leaves out), plus the
+    CSR ``(crow_indices, col_indices)`` when it came sparse (the answer uses the same layout).
+    """
+    where = "target_prompt_logprobs"
+    if value.get("dtype") != "int64":
+        raise bad_request(f"{where}.dtype: expected 'int64' token ids, got {value.get('dtype')!r}")
+    data = np.asarray(_int_list(value.get("data"), f"{where}.data"), dtype=np.int64)
+    shape = value.get("shape")
+    rows = prompt_length - 1
+    if shape is None or len(_int_list(shape, f"{where}.shape")) != 2:
+        raise bad_request(f"{where}.shape: expected [{rows}, K] (len(prompt) - 1 rows)")
+    if shape[0] != rows or shape[1] < 1:
+        raise bad_request(
+            f"{where}.shape: expected [{rows}, K] with K >= 1 (one row per prompt position "
+            f"after the first), got {shape}"
+        )
+    layout = None
+    if value.get("sparse_crow_indices") is not None:
+        crow = np.asarray(_int_list(value["sparse_crow_indices"], f"{where}.sparse_crow_indices"))
+        col = np.asarray(_int_list(value.get("sparse_col_indices"), f"{where}.sparse_col_indices"))
+        if (
+            crow.shape[0] != rows + 1
+            or col.shape[0] != data.shape[0]
+            or crow[0] != 0
+            or crow[-1] != col.shape[0]
+            or np.any(np.diff(crow) < 0)
+            or (col.size and (col.min() < 0 or col.max() >= shape[1]))
+        ):
+            raise bad_request(
+                f"{where}: CSR indices do not fit shape {shape} and {data.size} values"
+            )
+        dense = np.full(shape, -1, dtype=np.int64)
+        dense[np.repeat(np.arange(rows), np.diff(crow)), col] = data
+        layout = (crow.astype(np.int64), col.astype(np.int64))
+    else:
+        if data.size != shape[0] * shape[1]:
+            raise bad_request(f"{where}: shape {shape} does not match {data.size} values")
+        dense = data.reshape(shape)
+    if dense.size and (dense.min() < -1 or dense.max() >= vocab_size):
+        raise bad_request(
+            f"{where}: token ids must be in [0, {vocab_size}) or -1 (no request), got "
+            f"{int(dense.min()) if dense.min() < -1 else int(dense.max())}"
+        )
+    return dense, layout

@@ -187,6 +187,36 @@ class SampleResponse:
     target_prompt_logprobs: TensorData | None = None
     prompt_alt_tokens: PromptAltTokens | None = None
 
+    def check_honors(self, request: SampleRequest) -> SampleResponse:
+        """Check that the server honored the request's 0.38 fields; returns ``self``.
+
+        A server that predates ``prompt_alt_tokens_k`` or ``prompt_logprobs_last_n`` ignores
+        them and answers anyway: the official SDK 0.38 turns that into an error rather than
+        hand back a response without the draws, or with logprobs of tokens the caller asked
+        to skip. So does this check.
+
+        Raises:
+            ResponseDecodeError: ``prompt_alt_tokens_k`` > 0 but no ``prompt_alt_tokens``, or
+                ``prompt_logprobs_last_n`` set but a prompt logprob before that suffix.
+        """
+        k = request.prompt_alt_tokens_k
+        if k > 0 and self.prompt_alt_tokens is None:
+            raise ResponseDecodeError(
+                f"prompt_alt_tokens_k={k} was requested but the server returned no "
+                "prompt_alt_tokens; it may predate this feature",
+                expected="prompt_alt_tokens in the SampleResponse",
+            )
+        last_n = request.prompt_logprobs_last_n
+        if last_n is not None and self.prompt_logprobs is not None:
+            skipped = self.prompt_logprobs[: max(0, len(self.prompt_logprobs) - last_n)]
+            if any(value is not None for value in skipped):
+                raise ResponseDecodeError(
+                    f"prompt_logprobs_last_n={last_n} was requested but the server returned "
+                    "prompt logprobs before that suffix; it may predate this feature",
+                    expected=f"prompt logprobs for the last {last_n} prompt tokens only",
+                )
+        return self
+
     def with_sequence_ids(self, sequence_ids: Sequence[str]) -> SampleResponse:
         """Stamp each sequence with its id from the future's ``sample_sequence_ids``.
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, TypeAlias, get_args
+from typing import Any, Literal, TypeAlias
 
 import attrs
 
-from tinkex_actors._constants import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, ADAM_LEARNING_RATE
+from tinkex_actors._constants import (
+    ADAM_BETA1,
+    ADAM_BETA2,
+    ADAM_EPS,
+    ADAM_LEARNING_RATE,
+    DIMUON_VERSION,
+)
 from tinkex_actors.errors import ValidationError
 from tinkex_actors.types import _validate as v
 from tinkex_actors.types._datum import Datum
@@ -18,6 +24,7 @@ __all__ = [
     "AdamParams",
     "CreateModelRequest",
     "CreateModelResponse",
+    "DimuonParams",
     "ForwardBackwardInput",
     "ForwardBackwardOutput",
     "ForwardBackwardRequest",
@@ -28,6 +35,7 @@ __all__ = [
     "LossFnOutput",
     "LossFnType",
     "ModelData",
+    "OptimParams",
     "OptimStepRequest",
     "OptimStepResponse",
     "OptimizerConfig",
@@ -35,9 +43,9 @@ __all__ = [
     "UnloadModelResponse",
 ]
 
-#: Loss functions. The first five are the protocol's core set (``_constants.LOSS_FNS``); newer
-#: servers also accept ``gspo``, ``stable_reinforce`` and ``custom`` (a server-side custom loss,
-#: addressed by ``loss_fn_config={"loss_id": ...}``). Whether a server supports one is its call.
+#: The loss names of the official SDK 0.38 (``custom`` is a server-side custom loss, addressed
+#: by ``loss_fn_config={"loss_id": ...}``). For type checkers only: any non-empty name is sent
+#: as is, and the server decides which it knows (an unknown one is a 400 naming its losses).
 LossFnType: TypeAlias = Literal[
     "cross_entropy",
     "importance_sampling",
@@ -48,7 +56,6 @@ LossFnType: TypeAlias = Literal[
     "stable_reinforce",
     "custom",
 ]
-_LOSS_FNS: tuple[str, ...] = get_args(LossFnType)
 
 #: One datum's outputs, e.g. ``{"logprobs": TensorData(...)}``.
 LossFnOutput: TypeAlias = dict[str, TensorData]
@@ -83,10 +90,31 @@ class LoraConfig:
 
 @attrs.frozen(kw_only=True, field_transformer=typed)
 class OptimizerConfig:
-    """The optimizer family of a model: ``{"type": "adamw"}`` (default) or ``dimuon`` v1."""
+    """The optimizer family of a model, fixed at create_model.
+
+    ``OptimizerConfig()`` is AdamW (``{"type": "adamw"}``, the default);
+    ``OptimizerConfig(type="dimuon")`` is Dimuon version 1 (``{"type": "dimuon", "version":
+    1}``; the version is filled in). Other family names pass through as given, for servers
+    that know them.
+
+    Raises:
+        ValidationError: a version for ``adamw``, or a Dimuon version other than 1.
+    """
 
     type: str = attrs.field(default="adamw", validator=v.str_field(nonempty=True))
     version: int | None = attrs.field(default=None, validator=v.int_field(optional=True))
+
+    def __attrs_post_init__(self) -> None:
+        if self.type == "adamw" and self.version is not None:
+            raise ValidationError("adamw takes no version", field="OptimizerConfig.version")
+        if self.type == "dimuon":
+            if self.version is None:
+                object.__setattr__(self, "version", DIMUON_VERSION)
+            elif self.version != DIMUON_VERSION:
+                raise ValidationError(
+                    f"dimuon supports version {DIMUON_VERSION}, got {self.version}",
+                    field="OptimizerConfig.version",
+                )
 
 
 @attrs.frozen(kw_only=True, field_transformer=typed)
@@ -106,6 +134,30 @@ class AdamParams:
         v.set_floats(
             self, "learning_rate", "beta1", "beta2", "eps", "weight_decay", "grad_clip_norm"
         )
+
+
+@attrs.frozen(kw_only=True, field_transformer=typed)
+class DimuonParams:
+    """Dimuon step parameters, for models created with ``OptimizerConfig(type="dimuon")``.
+
+    Args:
+        learning_rate: step size (>= 0; required): the learning rate applied to an update
+            direction of Frobenius norm ``sqrt(rank)`` per LoRA matrix.
+        grad_clip_norm: largest global gradient norm; 0 or less disables clipping.
+        beta1: momentum coefficient (an exponential moving average of gradients), in [0, 1).
+    """
+
+    learning_rate: float = attrs.field(validator=v.float_field(minimum=0))
+    grad_clip_norm: float = attrs.field(default=0.0, validator=v.float_field())
+    beta1: float = attrs.field(default=ADAM_BETA1, validator=v.float_field(minimum=0, below=1))
+    type: Literal["dimuon"] = attrs.field(default="dimuon", validator=v.one_of(("dimuon",)))
+
+    def __attrs_post_init__(self) -> None:
+        v.set_floats(self, "learning_rate", "grad_clip_norm", "beta1")
+
+
+#: Step parameters of either optimizer family.
+OptimParams: TypeAlias = AdamParams | DimuonParams
 
 
 # ---------------------------------------------------------------------------- models
@@ -227,7 +279,7 @@ class ForwardBackwardInput:
     """
 
     data: tuple[Datum, ...] = attrs.field(converter=_to_data)
-    loss_fn: LossFnType = attrs.field(validator=v.one_of(_LOSS_FNS))
+    loss_fn: LossFnType = attrs.field(validator=v.str_field(nonempty=True))
     loss_fn_config: Mapping[str, float | str] | None = attrs.field(
         default=None, validator=_check_loss_fn_config
     )
@@ -270,14 +322,45 @@ class ForwardBackwardOutput:
 
 @attrs.frozen(kw_only=True, field_transformer=typed)
 class OptimStepRequest:
-    """``POST /api/v1/optim_step``."""
+    """``POST /api/v1/optim_step``: exactly one of ``adam_params`` (AdamW models) and
+    ``optimizer_params`` (other families, e.g. :class:`DimuonParams`).
 
-    adam_params: AdamParams = attrs.field(validator=v.instance_of(AdamParams))
+    On the wire this is the official SDK's body: AdamParams travel as ``adam_params``, other
+    families' parameters as ``optimizer_params``.
+    """
+
     model_id: str = attrs.field(validator=v.str_field(nonempty=True))
+    adam_params: AdamParams | None = attrs.field(
+        default=None, validator=v.instance_of(AdamParams, optional=True)
+    )
+    optimizer_params: DimuonParams | None = attrs.field(
+        default=None, validator=v.instance_of(DimuonParams, optional=True)
+    )
     seq_id: int | None = attrs.field(default=None, validator=v.int_field(optional=True, minimum=0))
     type: Literal["optim_step"] = attrs.field(
         default="optim_step", validator=v.one_of(("optim_step",))
     )
+
+    def __attrs_post_init__(self) -> None:
+        if (self.adam_params is None) == (self.optimizer_params is None):
+            raise ValidationError(
+                "give exactly one of adam_params (AdamParams) and optimizer_params (DimuonParams)",
+                field="OptimStepRequest.adam_params",
+            )
+
+    @classmethod
+    def of(cls, params: OptimParams, model_id: str, seq_id: int | None = None) -> OptimStepRequest:
+        """The request for ``params`` of either family, in the right field."""
+        if isinstance(params, DimuonParams):
+            return cls(optimizer_params=params, model_id=model_id, seq_id=seq_id)
+        return cls(adam_params=params, model_id=model_id, seq_id=seq_id)
+
+    @property
+    def optim_params(self) -> OptimParams:
+        """The step parameters, whichever family."""
+        params = self.adam_params if self.adam_params is not None else self.optimizer_params
+        assert params is not None  # __attrs_post_init__ guarantees one
+        return params
 
 
 @attrs.frozen(kw_only=True, field_transformer=typed)

@@ -8,13 +8,15 @@ visibly changes the trajectory. The per-token log-probability of a target token 
     logprob = -(BASE + AMP * exp(-p)) * (1 + JITTER * h(token, position))
 
 with ``AMP = log(vocab_size) - BASE`` (an untrained adapter scores like a uniform guess) and
-``h`` a fixed hash in [-0.5, 0.5). Losses follow the formulas of the real losses on those
-log-probabilities (``dro`` here: ``-advantage * logprob + beta/2 * (logprob - sampler_logprob)^2``
-with ``beta`` from ``loss_fn_config``, default 1).
+``h`` a fixed hash in [-0.5, 0.5). Every loss of the registry
+(:mod:`tinkex_actors.server.engines.losses`) runs on those log-probabilities with the same
+names, inputs, config and validation as the torch engine; ``p`` follows the registry's
+analytic gradient. The optimizer is AdamW or Dimuon (on one scalar: momentum, then a step of
+``learning_rate`` along its sign), as chosen at creation.
 
 Sampling draws from a fixed pseudo-random next-token distribution that depends on the previous
-token, after temperature, top_k and top_p; the same seed gives the same tokens. The engine has
-no tokenizer, so stop *strings* never match; stop token ids and EOS work as in the torch engine
+token (see :mod:`._null_sampler`); the same seed gives the same tokens. The engine has no
+tokenizer, so stop *strings* never match; stop token ids and EOS work as in the torch engine
 (EOS stops unless the stop list is explicitly empty; stop token ids add to it).
 
 ``simulate_ms`` adds that much sleep to every forward_backward and optim_step, serialized per
@@ -36,29 +38,36 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from tinkex_actors._constants import (
-    CISPO_CLIP_HIGH,
-    CISPO_CLIP_LOW,
-    DRO_BETA,
     NULL_ENGINE_CONTEXT_LENGTH,
     NULL_ENGINE_VOCAB_SIZE,
-    PPO_CLIP_HIGH,
-    PPO_CLIP_LOW,
     SERVER_DEFAULT_MODEL,
 )
 from tinkex_actors.server.engine_api import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
+    OPTIMIZER_FAMILIES,
     OPTIMIZER_STATE_FILE,
     AdamSpec,
     BaseModelInfo,
+    DimuonSpec,
     EngineDatum,
     EngineNotFoundError,
     EngineUserError,
     ForwardBackwardResult,
     LoraSpec,
-    SampledSeq,
+    OptimizerSpec,
     SampleResult,
     SampleSpec,
+)
+from tinkex_actors.server.engines._null_sampler import NullSampler
+from tinkex_actors.server.engines.losses import (
+    NUMPY_OPS,
+    LossSpec,
+    PreparedDatum,
+    check_config,
+    input_defaults,
+    loss_spec,
+    prepare_datum,
 )
 
 if TYPE_CHECKING:
@@ -68,12 +77,11 @@ __all__ = ["NullEngine"]
 
 _BASE = 0.3
 _JITTER = 0.2
-#: Scales AdamW's step on the single parameter so that default learning rates move it visibly.
+#: Scales the optimizer's step on the single parameter so that default learning rates move it
+#: visibly.
 _STEP_SCALE = 1000.0
-_EOS_PENALTY = 8.0
 _ENGINE_TAG = "tinkex-null"
-#: Sampling settings whose cumulative rank-order probabilities are kept (a handful in practice).
-_MAX_CUTS = 64
+_NAMES = {"adamw": "AdamW", "dimuon": "Dimuon"}
 
 
 @dataclass
@@ -81,6 +89,7 @@ class _Adapter:
     base_model: str
     lora: LoraSpec
     progress: float
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     m: float = 0.0
     v: float = 0.0
     t: int = 0
@@ -131,15 +140,7 @@ class NullEngine:
         self._lock = threading.Lock()
         self._adapters: dict[str, _Adapter] = {}
         self._samplers: dict[str, _Sampler] = {}
-        logits = np.random.default_rng(20240601).normal(0.0, 2.0, size=vocab_size)
-        logits[self._eos] -= _EOS_PENALTY
-        shifted = logits - logits.max()
-        # The next-token distribution after token t is this one rotated by shift(t): sorting,
-        # normalizing and the top_k / top_p cut are done once here (and once per sampling
-        # setting), so a sampled token costs one draw, not a pass over the vocabulary.
-        self._base_logprobs = shifted - math.log(float(np.exp(shifted).sum()))
-        self._rank_order = np.argsort(-self._base_logprobs, kind="stable")
-        self._cuts: dict[tuple[float, int, float], npt.NDArray[np.float64]] = {}
+        self._sampler = NullSampler(vocab_size, self._eos)
 
     # ------------------------------------------------------------------ lifecycle
     def prepare(self) -> None:
@@ -172,14 +173,23 @@ class NullEngine:
             raise EngineNotFoundError(f"no adapter {model_id!r}")
         return adapter
 
-    def create_adapter(self, model_id: str, base_model: str, lora: LoraSpec) -> None:
+    def create_adapter(
+        self,
+        model_id: str,
+        base_model: str,
+        lora: LoraSpec,
+        optimizer: OptimizerSpec | None = None,
+    ) -> None:
         """Create an adapter whose starting point depends on ``lora.seed``."""
         self._check_base(base_model)
+        optimizer = optimizer or OptimizerSpec()
+        optimizer.check()
         if lora.rank < 1:
             raise EngineUserError(f"lora rank must be at least 1, got {lora.rank}")
         start = ((lora.seed or 0) % 97) / 1000.0
+        adapter = _Adapter(base_model=base_model, lora=lora, progress=start, optimizer=optimizer)
         with self._lock:
-            self._adapters[model_id] = _Adapter(base_model=base_model, lora=lora, progress=start)
+            self._adapters[model_id] = adapter
 
     def drop_adapter(self, model_id: str) -> None:
         """Forget an adapter."""
@@ -207,16 +217,26 @@ class NullEngine:
         forward_only: bool,
     ) -> ForwardBackwardResult:
         """Score the data; unless ``forward_only``, accumulate the gradient of ``p``."""
+        spec = loss_spec(loss_fn)
+        config = check_config(spec, loss_fn_config)
+        if not data:
+            raise EngineUserError("data: expected at least one datum")
+        info = self._info
+        prepared = [
+            prepare_datum(i, datum, spec, info.vocab_size, info.max_context_length)
+            for i, datum in enumerate(data)
+        ]
         adapter = self._adapter(model_id)
+        defaults = input_defaults(spec, config)
         with adapter.lock:
             if self._simulate:
                 time.sleep(self._simulate)
             outputs: list[dict[str, npt.NDArray[np.generic]]] = []
             total = 0.0
             grad = 0.0
-            for datum in data:
+            for datum in prepared:
                 elementwise, logprobs, dloss = self._datum_loss(
-                    adapter.progress, datum, loss_fn, loss_fn_config
+                    adapter.progress, datum, spec, config, defaults
                 )
                 total += float(elementwise.sum())
                 grad += dloss
@@ -233,76 +253,49 @@ class NullEngine:
     def _datum_loss(
         self,
         progress: float,
-        datum: EngineDatum,
-        loss_fn: str,
+        datum: PreparedDatum,
+        spec: LossSpec,
         config: Mapping[str, float],
+        defaults: Mapping[str, float],
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]:
-        targets = np.asarray(datum.inputs["target_tokens"], dtype=np.int64)
-        if targets.ndim > 1:
-            targets = targets[:, 0]
-        if targets.size and (targets.min() < 0 or targets.max() >= self._vocab):
-            raise EngineUserError("target_tokens outside the vocabulary")
-        logprobs, dlogprob = self._logprobs(progress, targets)
-        n = targets.shape[0]
-
-        def inp(name: str, default: float | None = None) -> npt.NDArray[np.float64]:
-            value = datum.inputs.get(name)
-            if value is None:
-                if default is None:
-                    raise EngineUserError(f"loss {loss_fn!r} needs loss_fn_inputs[{name!r}]")
-                return np.full(n, default, dtype=np.float64)
-            return np.asarray(value, dtype=np.float64).reshape(n, -1)[:, 0]
-
-        if loss_fn == "cross_entropy":
-            weights = inp("weights", 1.0)
-            elementwise = -logprobs * weights
-            dloss_dlogprob = -weights
-        else:
-            advantages = inp("advantages")
-            old = inp("logprobs")
-            ratio = np.exp(logprobs - old)
-            if loss_fn == "importance_sampling":
-                elementwise = -ratio * advantages
-                dloss_dlogprob = -ratio * advantages
-            elif loss_fn == "ppo":
-                low = float(config.get("clip_low_threshold", PPO_CLIP_LOW))
-                high = float(config.get("clip_high_threshold", PPO_CLIP_HIGH))
-                unclipped = ratio * advantages
-                clipped = np.clip(ratio, low, high) * advantages
-                elementwise = -np.minimum(unclipped, clipped)
-                dloss_dlogprob = np.where(unclipped <= clipped, -unclipped, 0.0)
-            elif loss_fn == "cispo":
-                low = float(config.get("clip_low_threshold", CISPO_CLIP_LOW))
-                high = float(config.get("clip_high_threshold", CISPO_CLIP_HIGH))
-                coeff = np.clip(ratio, low, high) * advantages
-                elementwise = -coeff * logprobs
-                dloss_dlogprob = -coeff
-            elif loss_fn == "dro":
-                beta = float(config.get("beta", DRO_BETA))
-                elementwise = -advantages * logprobs + 0.5 * beta * (logprobs - old) ** 2
-                dloss_dlogprob = -advantages + beta * (logprobs - old)
-            else:
-                raise EngineUserError(f"unknown loss function {loss_fn!r}")
+        logprobs, dlogprob = self._logprobs(progress, datum.targets)
+        n = logprobs.shape[0]
+        inputs = {key: np.full(n, value) for key, value in defaults.items()}
+        inputs.update({key: value.astype(np.float64) for key, value in datum.inputs.items()})
+        mask = np.ones(n)
+        elementwise = spec.elementwise(NUMPY_OPS, logprobs, inputs, config, mask)
+        dloss_dlogprob = spec.gradient(logprobs, inputs, config, mask)
         return elementwise, logprobs, float((dloss_dlogprob * dlogprob).sum())
 
-    def optim_step(self, model_id: str, adam: AdamSpec) -> dict[str, float]:
-        """One AdamW step on ``p`` with the accumulated gradient, which is then zeroed."""
+    def optim_step(self, model_id: str, params: AdamSpec | DimuonSpec) -> dict[str, float]:
+        """One step of the adapter's optimizer on ``p`` with the accumulated gradient, which
+        is then zeroed."""
         adapter = self._adapter(model_id)
+        if not adapter.optimizer.accepts(params):
+            family = adapter.optimizer.type
+            raise EngineUserError(
+                f"optim_step: this model was created with the {_NAMES[family]} optimizer "
+                f"({family}); send its parameters, not {type(params).__name__}"
+            )
         with adapter.lock:
             if self._simulate:
                 time.sleep(self._simulate)
             grad = adapter.grad
             norm = abs(grad)
-            if adam.grad_clip_norm > 0 and norm > adam.grad_clip_norm:
-                grad *= adam.grad_clip_norm / norm
+            if params.grad_clip_norm > 0 and norm > params.grad_clip_norm:
+                grad *= params.grad_clip_norm / norm
             adapter.t += 1
-            adapter.m = adam.beta1 * adapter.m + (1 - adam.beta1) * grad
-            adapter.v = adam.beta2 * adapter.v + (1 - adam.beta2) * grad * grad
-            m_hat = adapter.m / (1 - adam.beta1**adapter.t)
-            v_hat = adapter.v / (1 - adam.beta2**adapter.t)
-            step = adam.learning_rate * _STEP_SCALE
-            adapter.progress -= step * m_hat / (math.sqrt(v_hat) + adam.eps)
-            adapter.progress -= adam.learning_rate * adam.weight_decay * adapter.progress
+            adapter.m = params.beta1 * adapter.m + (1 - params.beta1) * grad
+            step = params.learning_rate * _STEP_SCALE
+            if isinstance(params, DimuonSpec):
+                # The matrix sign of a 1x1 momentum is its sign.
+                adapter.progress -= step * float(np.sign(adapter.m))
+            else:
+                adapter.v = params.beta2 * adapter.v + (1 - params.beta2) * grad * grad
+                m_hat = adapter.m / (1 - params.beta1**adapter.t)
+                v_hat = adapter.v / (1 - params.beta2**adapter.t)
+                adapter.progress -= step * m_hat / (math.sqrt(v_hat) + params.eps)
+                adapter.progress -= params.learning_rate * params.weight_decay * adapter.progress
             adapter.grad = 0.0
         return {"grad_norm:mean": norm}
 
@@ -317,6 +310,7 @@ class NullEngine:
             "train_mlp": lora.train_mlp,
             "train_attn": lora.train_attn,
             "train_unembed": lora.train_unembed,
+            "optimizer": adapter.optimizer.wire(),
         }
 
     def save_state(self, model_id: str, directory: Path, *, with_optimizer: bool) -> None:
@@ -332,6 +326,7 @@ class NullEngine:
                         "t": np.array([adapter.t], dtype=np.int64),
                     },
                     str(directory / OPTIMIZER_STATE_FILE),
+                    metadata={"optimizer": adapter.optimizer.type},
                 )
 
     def _write_weights(self, adapter: _Adapter, directory: Path) -> None:
@@ -362,6 +357,12 @@ class NullEngine:
         progress = self._read_progress(directory)
         m, v, t = 0.0, 0.0, 0
         if with_optimizer:
+            saved = self.read_checkpoint_optimizer(directory).type
+            if saved != adapter.optimizer.type:
+                raise EngineUserError(
+                    f"checkpoint holds {_NAMES[saved]} ({saved}) optimizer state but this model "
+                    f"uses {_NAMES[adapter.optimizer.type]} ({adapter.optimizer.type})"
+                )
             try:
                 state = load_file(str(directory / OPTIMIZER_STATE_FILE))
                 m, v, t = float(state["m"][0]), float(state["v"][0]), int(state["t"][0])
@@ -385,6 +386,20 @@ class NullEngine:
             return str(config["base_model_name_or_path"]), lora
         except (OSError, KeyError, TypeError, ValueError) as exc:
             raise EngineUserError(f"checkpoint config unreadable: {exc}") from exc
+
+    def read_checkpoint_optimizer(self, directory: Path) -> OptimizerSpec:
+        """The optimizer family recorded in ``adapter_config.json`` (AdamW when none is)."""
+        try:
+            recorded = json.loads((directory / ADAPTER_CONFIG_FILE).read_text()).get("optimizer")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise EngineUserError(f"checkpoint config unreadable: {exc}") from exc
+        if recorded is None:
+            return OptimizerSpec()
+        family = recorded.get("type") if isinstance(recorded, dict) else None
+        version = recorded.get("version") if isinstance(recorded, dict) else None
+        if family not in OPTIMIZER_FAMILIES or version not in OPTIMIZER_FAMILIES[str(family)]:
+            raise EngineUserError(f"checkpoint config: unknown optimizer {recorded!r}")
+        return OptimizerSpec(type=str(family), version=version)
 
     # ------------------------------------------------------------------ sampling
     def create_sampler(
@@ -410,9 +425,6 @@ class NullEngine:
         with self._lock:
             self._samplers.pop(sampler_id, None)
 
-    def _shift(self, previous: int) -> int:
-        return (previous * 7919) % self._vocab
-
     def sample(self, sampler_id: str, spec: SampleSpec) -> SampleResult:
         """Generate from the simulated distribution; the same seed gives the same tokens."""
         with self._lock:
@@ -421,69 +433,19 @@ class NullEngine:
         prompt = [int(t) for t in spec.prompt]
         if any(t < 0 or t >= self._vocab for t in prompt):
             raise EngineUserError("prompt token outside the vocabulary")
-        rng = np.random.default_rng(spec.seed)
+        targets = spec.target_prompt_logprobs
+        if targets is not None and (
+            targets.ndim != 2
+            or targets.shape[0] != len(prompt) - 1
+            or (targets.size and (targets.min() < -1 or targets.max() >= self._vocab))
+        ):
+            raise EngineUserError(
+                f"target_prompt_logprobs: expected ids in [-1, {self._vocab}) of shape "
+                f"[{len(prompt) - 1}, K]"
+            )
         # As the torch engine: EOS stops unless the stop list is explicitly empty (``stop=[]``)
         # and stop token ids add to it.
         explicit_empty = spec.stop_strings == () or spec.stop_token_ids == ()
         stops = set() if explicit_empty else set(self._info.eos_token_ids)
         stops.update(spec.stop_token_ids or ())
-        sequences = [self._generate(prompt, spec, rng, stops) for _ in range(spec.num_samples)]
-        result = SampleResult(sequences=sequences)
-        if spec.prompt_logprobs or spec.topk_prompt_logprobs:
-            self._score_prompt(prompt, spec, result)
-        return result
-
-    def _generate(
-        self, prompt: list[int], spec: SampleSpec, rng: np.random.Generator, stops: set[int]
-    ) -> SampledSeq:
-        tokens: list[int] = []
-        logprobs: list[float] = []
-        previous = prompt[-1] if prompt else 0
-        vocab, order, base = self._vocab, self._rank_order, self._base_logprobs
-        cdf = self._cdf(spec) if spec.temperature > 0 else None
-        for _ in range(spec.max_tokens):
-            # What ``rng.choice(len(p), p=p)`` does, without checking ``p`` again every time.
-            rank = 0 if cdf is None else int(cdf.searchsorted(rng.random(), side="right"))
-            index = int(order[rank])
-            token = (index + self._shift(previous)) % vocab
-            tokens.append(token)
-            logprobs.append(float(base[index]))
-            if token in stops:
-                return SampledSeq(tokens=tokens, logprobs=logprobs, stop_reason="stop")
-            previous = token
-        return SampledSeq(tokens=tokens, logprobs=logprobs, stop_reason="length")
-
-    def _cdf(self, spec: SampleSpec) -> npt.NDArray[np.float64]:
-        """Cumulative probabilities of the tokens in rank order after temperature, top_k, top_p."""
-        key = (spec.temperature, spec.top_k, spec.top_p)
-        cdf = self._cuts.get(key)
-        if cdf is None:
-            scaled = self._base_logprobs[self._rank_order] / spec.temperature
-            if spec.top_k > 0:
-                scaled = scaled[: spec.top_k]
-            probs = np.exp(scaled - scaled[0])
-            probs /= probs.sum()
-            if spec.top_p < 1.0:
-                keep = int(np.searchsorted(np.cumsum(probs), spec.top_p) + 1)
-                probs = probs[:keep] / probs[:keep].sum()
-            cdf = probs.cumsum()
-            cdf /= cdf[-1]
-            if len(self._cuts) >= _MAX_CUTS:
-                self._cuts.clear()
-            self._cuts[key] = cdf
-        return cdf
-
-    def _score_prompt(self, prompt: list[int], spec: SampleSpec, result: SampleResult) -> None:
-        scores: list[float | None] = [None]
-        topk: list[list[tuple[int, float]] | None] = [None]
-        vocab, order, base = self._vocab, self._rank_order, self._base_logprobs
-        for i in range(1, len(prompt)):
-            shift = self._shift(prompt[i - 1])
-            scores.append(float(base[(prompt[i] - shift) % vocab]))
-            if spec.topk_prompt_logprobs:
-                k = min(spec.topk_prompt_logprobs, vocab)
-                topk.append([((int(j) + shift) % vocab, float(base[j])) for j in order[:k]])
-        if spec.prompt_logprobs:
-            result.prompt_logprobs = scores
-        if spec.topk_prompt_logprobs:
-            result.topk_prompt_logprobs = topk
+        return self._sampler.sample(prompt, spec, stops)

@@ -24,10 +24,12 @@ from tinkex_actors.errors import ConfigError
 from tinkex_actors.server.engine_api import (
     AdamSpec,
     BaseModelInfo,
+    DimuonSpec,
     EngineDatum,
     EngineError,
     ForwardBackwardResult,
     LoraSpec,
+    OptimizerSpec,
     SampleResult,
     SampleSpec,
 )
@@ -159,9 +161,16 @@ class TorchEngine:
         """The served models (after :meth:`start`)."""
         return self._ready().base_models()
 
-    def create_adapter(self, model_id: str, base_model: str, lora: LoraSpec) -> None:
-        """A fresh LoRA adapter (deterministic from ``lora.seed``) with fresh AdamW state."""
-        self._ready().create_adapter(model_id, base_model, lora)
+    def create_adapter(
+        self,
+        model_id: str,
+        base_model: str,
+        lora: LoraSpec,
+        optimizer: OptimizerSpec | None = None,
+    ) -> None:
+        """A fresh LoRA adapter (deterministic from ``lora.seed``) with fresh state of
+        ``optimizer`` (None: AdamW; or Dimuon)."""
+        self._ready().create_adapter(model_id, base_model, lora, optimizer)
 
     def drop_adapter(self, model_id: str) -> None:
         """Forget an adapter and its optimizer state."""
@@ -182,21 +191,26 @@ class TorchEngine:
             model_id, data, loss_fn, loss_fn_config, forward_only=forward_only
         )
 
-    def optim_step(self, model_id: str, adam: AdamSpec) -> dict[str, float]:
-        """One AdamW step on the accumulated gradients, which are then zeroed."""
-        return self._ready().optim_step(model_id, adam)
+    def optim_step(self, model_id: str, params: AdamSpec | DimuonSpec) -> dict[str, float]:
+        """One step of the adapter's optimizer on the accumulated gradients, which are then
+        zeroed (``params`` of the other family: EngineUserError)."""
+        return self._ready().optim_step(model_id, params)
 
     def save_state(self, model_id: str, directory: Path, *, with_optimizer: bool) -> None:
-        """Write the adapter (PEFT format) and, when asked, the AdamW state."""
+        """Write the adapter (PEFT format) and, when asked, the optimizer state."""
         self._ready().save_state(model_id, directory, with_optimizer=with_optimizer)
 
     def load_state(self, model_id: str, directory: Path, *, with_optimizer: bool) -> None:
-        """Replace the adapter's weights (and AdamW state when asked; else a fresh one)."""
+        """Replace the adapter's weights (and optimizer state when asked; else a fresh one)."""
         self._ready().load_state(model_id, directory, with_optimizer=with_optimizer)
 
     def read_checkpoint_config(self, directory: Path) -> tuple[str, LoraSpec]:
         """Base model name and LoRA settings recorded in a checkpoint."""
         return self._ready().read_checkpoint_config(directory)
+
+    def read_checkpoint_optimizer(self, directory: Path) -> OptimizerSpec:
+        """The optimizer family recorded in a checkpoint (AdamW when none is)."""
+        return self._ready().read_checkpoint_optimizer(directory)
 
     def save_sampler_weights(self, model_id: str, directory: Path) -> None:
         """Write the adapter weights only."""

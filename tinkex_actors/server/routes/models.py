@@ -1,5 +1,8 @@
 """Model endpoints: create_model, get_info, unload_model (protocol §3.3).
 
+create_model takes ``optimizer_config`` (``{"type": "adamw"}``, the default, or
+``{"type": "dimuon", "version": 1}``); get_info reports it.
+
 Model ids are ``{session_id}:train:{model_seq_id}``, the same shape the official SDK derives
 for create-via-load, and they double as training run ids. Creation is the lane's implicit
 ``seq_id`` 0, so it runs before the model's first numbered request.
@@ -14,7 +17,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from tinkex_actors.server.engine_api import BaseModelInfo, LoraSpec
+from tinkex_actors.server.engine_api import (
+    BaseModelInfo,
+    EngineUserError,
+    LoraSpec,
+    OptimizerSpec,
+)
 from tinkex_actors.server.futures import ResultKind
 from tinkex_actors.server.http_errors import bad_request, conflict, not_found
 from tinkex_actors.server.routes._common import (
@@ -31,7 +39,7 @@ from tinkex_actors.server.schemas import CreateModelBody, ModelIdBody
 from tinkex_actors.server.settings import ENGINE_WAIT_TIMEOUT
 from tinkex_actors.server.state import LiveModel, ServerState
 from tinkex_actors.server.store import RunRow
-from tinkex_actors.server.validation import lora_spec
+from tinkex_actors.server.validation import lora_spec, optimizer_spec
 
 __all__ = ["claim_model_id", "release_session_models", "router", "unload_job"]
 
@@ -50,13 +58,21 @@ def claim_model_id(
     model_seq_id: int | None,
     base: BaseModelInfo,
     lora: LoraSpec,
+    optimizer: OptimizerSpec | None = None,
 ) -> LiveModel:
     """Register a model being created; 409 when its id is taken."""
     seq = next(_anonymous) if model_seq_id is None else model_seq_id
     if seq < 0:
         raise bad_request(f"model_seq_id: expected >= 0, got {seq}")
     model_id = f"{session_id}:train:{seq}"
-    model = LiveModel(model_id=model_id, tenant=owner, session_id=session_id, base=base, lora=lora)
+    model = LiveModel(
+        model_id=model_id,
+        tenant=owner,
+        session_id=session_id,
+        base=base,
+        lora=lora,
+        optimizer=optimizer or OptimizerSpec(),
+    )
     with state.lock:
         if model_id in state.models or state.store.get_run(model_id) is not None:
             raise conflict(f"model {model_id!r} already exists")
@@ -106,9 +122,7 @@ async def create_model(request: Request) -> Response:
     await state.host.wait(ENGINE_WAIT_TIMEOUT)
     base = state.base_info(req.base_model)
     lora = lora_spec(req.lora_config)
-    optimizer = (req.optimizer_config or {}).get("type", "adamw")
-    if optimizer != "adamw":
-        raise bad_request(f"optimizer_config.type: only 'adamw' is supported, got {optimizer!r}")
+    optimizer = optimizer_spec(req.optimizer_config)
 
     async def produce() -> JSON:
         model = claim_model_id(
@@ -118,10 +132,11 @@ async def create_model(request: Request) -> Response:
             model_seq_id=req.model_seq_id,
             base=base,
             lora=lora,
+            optimizer=optimizer,
         )
 
         def run() -> JSON:
-            state.host.engine.create_adapter(model.model_id, base.name, lora)
+            state.host.engine.create_adapter(model.model_id, base.name, lora, optimizer)
             try:
                 record_run(state, model, req.user_metadata)
             except BaseException:
@@ -143,6 +158,20 @@ async def create_model(request: Request) -> Response:
     return await idempotent(request, raw, produce)
 
 
+def _recorded_optimizer(state: ServerState, run_id: str) -> OptimizerSpec:
+    """The optimizer family of a run that is not loaded, as its newest checkpoint records it
+    (the run record itself keeps none); AdamW for a run without checkpoints."""
+    now = time.time()
+    for kind in ("weights", "sampler_weights"):
+        row = state.store.latest_checkpoint(run_id, kind, public_only=False, now=now)
+        if row is not None:
+            try:
+                return state.host.engine.read_checkpoint_optimizer(state.files.path(row.dir_name))
+            except EngineUserError:
+                break
+    return OptimizerSpec()
+
+
 @router.post("/get_info")
 async def get_info(request: Request) -> Response:
     """Base model, tokenizer and LoRA settings of a model (live or, after a restart, recorded)."""
@@ -152,6 +181,7 @@ async def get_info(request: Request) -> Response:
         model = state.models.get(req.model_id)
     if model is not None and model.tenant == owner:
         base_name, rank, info = model.base.name, model.lora.rank, model.base
+        optimizer = model.optimizer
     else:
         run = state.store.get_run(req.model_id)
         if run is None or run.owner != owner:
@@ -159,6 +189,7 @@ async def get_info(request: Request) -> Response:
         await state.host.wait(ENGINE_WAIT_TIMEOUT)
         base_name, rank = run.base_model, run.lora_rank
         info = state.host.models().get(base_name) or BaseModelInfo(base_name, base_name, 0, 0)
+        optimizer = _recorded_optimizer(state, run.run_id)
     return answer(
         {
             "model_id": req.model_id,
@@ -170,7 +201,7 @@ async def get_info(request: Request) -> Response:
             "model_name": base_name,
             "is_lora": True,
             "lora_rank": rank,
-            "optimizer_config": {"type": "adamw"},
+            "optimizer_config": optimizer.wire(),
             "type": "get_info",
         }
     )

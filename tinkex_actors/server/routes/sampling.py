@@ -163,7 +163,7 @@ async def asample(request: Request) -> Response:
     req = parse(raw, SampleBody)
     await state.host.wait(ENGINE_WAIT_TIMEOUT)
     sampler_id, base, weights_dir = _resolve(state, owner, req)
-    spec = sample_spec(req, decode_model_input(req.prompt, "prompt"), base)
+    spec, target_csr = sample_spec(req, decode_model_input(req.prompt, "prompt"), base)
     last_n = req.prompt_logprobs_last_n
 
     def run() -> SampleResult:
@@ -175,6 +175,7 @@ async def asample(request: Request) -> Response:
             with state.lock:
                 state.samplers[sampler_id] = LiveSampler(sampler_id, owner, base)
         result = engine.sample(sampler_id, spec)
+        result.target_prompt_csr = target_csr
         return _apply_last_n(result, last_n) if last_n else result
 
     async def produce() -> JSON:

@@ -26,7 +26,7 @@ from tinkex_actors.server.routes._common import (
     tenant,
 )
 from tinkex_actors.server.schemas import OptimStepBody
-from tinkex_actors.server.validation import adam_spec, validate_forward_backward
+from tinkex_actors.server.validation import optim_params, validate_forward_backward
 
 __all__ = ["router"]
 
@@ -92,20 +92,16 @@ async def forward(request: Request) -> Response:
 
 @router.post("/optim_step")
 async def optim_step(request: Request) -> Response:
-    """Queue an AdamW step; the result is ``{"metrics": {...}}``."""
+    """Queue an optimizer step (``adam_params`` for AdamW models, ``optimizer_params`` for
+    Dimuon ones; the other family is a 400); the result is ``{"metrics": {...}}``."""
     raw = await body(request)
     req = parse(raw, OptimStepBody)
     state, owner = server(request), tenant(request)
-    state.live_model(owner, req.model_id)
-    if req.adam_params is None and req.optimizer_params is not None:
-        family = req.optimizer_params.get("type")
-        raise bad_request(
-            f"optimizer_params: only AdamW (adam_params) is supported, got {family!r}"
-        )
-    adam = adam_spec(req.adam_params)
+    model = state.live_model(owner, req.model_id)
+    params = optim_params(req.adam_params, req.optimizer_params, model.optimizer)
 
     def run() -> JSON:
-        metrics = state.host.engine.optim_step(req.model_id, adam)
+        metrics = state.host.engine.optim_step(req.model_id, params)
         return {"metrics": {k: float(v) for k, v in metrics.items()}, "type": "optim_step"}
 
     return await submit_once(

@@ -18,7 +18,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from tinkex_actors.server.checkpoints import TinkerPath, parse_tinker_path
-from tinkex_actors.server.engine_api import OPTIMIZER_STATE_FILE, LoraSpec
+from tinkex_actors.server.engine_api import (
+    OPTIMIZER_STATE_FILE,
+    EngineUserError,
+    LoraSpec,
+    OptimizerSpec,
+)
 from tinkex_actors.server.futures import ResultKind
 from tinkex_actors.server.http_errors import bad_request, conflict
 from tinkex_actors.server.routes._common import (
@@ -47,7 +52,7 @@ from tinkex_actors.server.schemas import (
 from tinkex_actors.server.settings import ENGINE_WAIT_TIMEOUT
 from tinkex_actors.server.state import LiveModel, LiveSampler, ServerState, digest
 from tinkex_actors.server.store import CheckpointRow, SamplerRow
-from tinkex_actors.server.validation import checkpoint_name, ttl_seconds
+from tinkex_actors.server.validation import checkpoint_name, optimizer_spec, ttl_seconds
 
 __all__ = ["router"]
 
@@ -243,6 +248,14 @@ def _checkpoint_dir(
     return path, directory
 
 
+def _checkpoint_optimizer(state: ServerState, directory: Path) -> OptimizerSpec:
+    """The optimizer family a checkpoint records; 400 when its config is unreadable."""
+    try:
+        return state.host.engine.read_checkpoint_optimizer(directory)
+    except EngineUserError as exc:
+        raise bad_request(f"path: {exc}") from None
+
+
 @router.post("/load_weights")
 async def load_weights(request: Request) -> Response:
     """Load a checkpoint into a live model, or create a model from it (create-via-load)."""
@@ -252,6 +265,15 @@ async def load_weights(request: Request) -> Response:
     path, directory = _checkpoint_dir(request, req.path, optimizer=req.optimizer)
     if req.model_id is not None:
         model = state.live_model(owner, req.model_id)
+        if req.optimizer:
+            await state.host.wait(ENGINE_WAIT_TIMEOUT)
+            saved = _checkpoint_optimizer(state, directory)
+            if saved.type != model.optimizer.type:
+                raise bad_request(
+                    f"path: {path} holds {saved.type} optimizer state but model "
+                    f"{model.model_id!r} uses {model.optimizer.type}; load it with "
+                    "optimizer=false"
+                )
 
         def load() -> JSON:
             state.host.engine.load_state(model.model_id, directory, with_optimizer=req.optimizer)
@@ -279,6 +301,17 @@ async def load_weights(request: Request) -> Response:
             f"base_model: {req.base_model!r} does not match the checkpoint's {source.base_model!r}"
         )
     base = state.base_info(source.base_model)
+    # Full-state loads keep the checkpoint's optimizer family; weights-only loads take the
+    # body's optimizer_config (AdamW by default).
+    if req.optimizer:
+        optimizer = _checkpoint_optimizer(state, directory)
+        if req.optimizer_config is not None and optimizer_spec(req.optimizer_config) != optimizer:
+            raise bad_request(
+                f"optimizer_config: {req.optimizer_config} differs from the {optimizer.type} "
+                f"optimizer state in {path}; omit it or load with optimizer=false"
+            )
+    else:
+        optimizer = optimizer_spec(req.optimizer_config)
     # Provisional until the job reads the checkpoint's own config.
     lora = LoraSpec(
         rank=source.lora_rank,
@@ -296,6 +329,7 @@ async def load_weights(request: Request) -> Response:
             model_seq_id=req.model_seq_id,
             base=base,
             lora=lora,
+            optimizer=optimizer,
         )
 
         def create() -> JSON:
@@ -303,7 +337,7 @@ async def load_weights(request: Request) -> Response:
             base_name, spec = engine.read_checkpoint_config(directory)
             if base_name != base.name:
                 raise bad_request(f"checkpoint {path} is for base model {base_name!r}")
-            engine.create_adapter(model.model_id, base_name, spec)
+            engine.create_adapter(model.model_id, base_name, spec, optimizer)
             try:
                 engine.load_state(model.model_id, directory, with_optimizer=req.optimizer)
                 model.lora = spec
@@ -329,11 +363,13 @@ async def load_weights(request: Request) -> Response:
 
 @router.post("/weights_info")
 async def weights_info(request: Request) -> Response:
-    """Base model and LoRA settings of a checkpoint the caller can read."""
+    """Base model, LoRA settings and optimizer family of a checkpoint the caller can read."""
     req = parse(await body(request), WeightsInfoBody)
     state = server(request)
     path = parse_tinker_path(req.tinker_path, "tinker_path")
-    _, run = state.visible_checkpoint(tenant(request), path)
+    row, run = state.visible_checkpoint(tenant(request), path)
+    await state.host.wait(ENGINE_WAIT_TIMEOUT)
+    optimizer = _checkpoint_optimizer(state, state.files.path(row.dir_name))
     return answer(
         {
             "base_model": run.base_model,
@@ -342,6 +378,6 @@ async def weights_info(request: Request) -> Response:
             "train_unembed": run.train_unembed,
             "train_mlp": run.train_mlp,
             "train_attn": run.train_attn,
-            "optimizer_config": {"type": "adamw"},
+            "optimizer_config": optimizer.wire(),
         }
     )

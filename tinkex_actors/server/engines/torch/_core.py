@@ -23,13 +23,23 @@ from tinkex_actors._logging import get_logger
 from tinkex_actors.server.engine_api import (
     AdamSpec,
     BaseModelInfo,
+    DimuonSpec,
     EngineDatum,
     EngineNotFoundError,
     EngineUserError,
     ForwardBackwardResult,
     LoraSpec,
+    OptimizerSpec,
     SampleResult,
     SampleSpec,
+)
+from tinkex_actors.server.engines.losses import (
+    LossSpec,
+    PreparedDatum,
+    check_config,
+    input_defaults,
+    loss_spec,
+    prepare_datum,
 )
 from tinkex_actors.server.engines.torch._base import TARGET_GROUPS, BaseModel, load_base_model
 from tinkex_actors.server.engines.torch._files import hub_cache_dir, publish_snapshot
@@ -38,16 +48,12 @@ from tinkex_actors.server.engines.torch._lora import (
     LoraWeights,
     new_seed,
     read_adapter_config,
-    read_optimizer,
+    read_optimizer_spec,
     read_weights,
     write_adapter,
 )
-from tinkex_actors.server.engines.torch._losses import (
-    PreparedDatum,
-    check_config,
-    elementwise_loss,
-    prepare_datum,
-)
+from tinkex_actors.server.engines.torch._losses import elementwise_loss
+from tinkex_actors.server.engines.torch._optim import read_optimizer_file
 from tinkex_actors.server.engines.torch._sampling import generate
 from tinkex_actors.server.engines.torch._tiny_model import (
     MODELS_SUBDIR,
@@ -75,22 +81,28 @@ class _Sampler:
     weights: LoraWeights | None
 
 
-def _check_adam(adam: AdamSpec) -> None:
-    checks = (
-        ("learning_rate", adam.learning_rate, adam.learning_rate >= 0),
-        ("beta1", adam.beta1, 0 <= adam.beta1 < 1),
-        ("beta2", adam.beta2, 0 <= adam.beta2 < 1),
-        ("eps", adam.eps, adam.eps > 0),
-        ("weight_decay", adam.weight_decay, adam.weight_decay >= 0),
-        ("grad_clip_norm", adam.grad_clip_norm, adam.grad_clip_norm >= 0),
-    )
+def _check_params(params: AdamSpec | DimuonSpec) -> None:
+    checks: tuple[tuple[str, float, bool], ...]
+    if isinstance(params, DimuonSpec):
+        prefix = "optimizer_params"
+        checks = (
+            ("learning_rate", params.learning_rate, params.learning_rate >= 0),
+            ("beta1", params.beta1, 0 <= params.beta1 < 1),
+            ("grad_clip_norm", params.grad_clip_norm, True),
+        )
+    else:
+        prefix = "adam_params"
+        checks = (
+            ("learning_rate", params.learning_rate, params.learning_rate >= 0),
+            ("beta1", params.beta1, 0 <= params.beta1 < 1),
+            ("beta2", params.beta2, 0 <= params.beta2 < 1),
+            ("eps", params.eps, params.eps > 0),
+            ("weight_decay", params.weight_decay, params.weight_decay >= 0),
+            ("grad_clip_norm", params.grad_clip_norm, params.grad_clip_norm >= 0),
+        )
     for name, value, ok in checks:
         if not (math.isfinite(value) and ok):
-            raise EngineUserError(f"adam_params.{name}: invalid value {value!r}")
-
-
-def _input_default(key: str, config: Mapping[str, float]) -> float:
-    return config.get(key, 1.0 if key == "weights" else 0.0)
+            raise EngineUserError(f"{prefix}.{name}: invalid value {value!r}")
 
 
 def _micro_batches(data: list[PreparedDatum], vocab: int) -> list[list[PreparedDatum]]:
@@ -195,8 +207,16 @@ class EngineCore:
         return adapter
 
     # ------------------------------------------------------------------ adapters
-    def create_adapter(self, model_id: str, base_model: str, lora: LoraSpec) -> None:
-        """A fresh adapter on ``base_model`` with fresh AdamW state."""
+    def create_adapter(
+        self,
+        model_id: str,
+        base_model: str,
+        lora: LoraSpec,
+        optimizer: OptimizerSpec | None = None,
+    ) -> None:
+        """A fresh adapter on ``base_model`` with fresh ``optimizer`` state (None: AdamW)."""
+        optimizer = optimizer or OptimizerSpec()
+        optimizer.check()
         base = self._base(base_model)
         wanted = dict(
             zip(TARGET_GROUPS, (lora.train_attn, lora.train_mlp, lora.train_unembed), strict=True)
@@ -213,7 +233,7 @@ class EngineCore:
             raise EngineUserError(f"lora.rank: expected 1..{max_rank}, got {lora.rank}")
         seed = new_seed() if lora.seed is None else lora.seed % (1 << 64)
         weights = LoraWeights.fresh(base.dims, modules, lora.rank, seed)
-        adapter = _Adapter(base=base, lora=lora, trainer=AdapterTrainer(weights))
+        adapter = _Adapter(base=base, lora=lora, trainer=AdapterTrainer(weights, optimizer))
         with self._lock:
             self._adapters[model_id] = adapter
 
@@ -232,20 +252,21 @@ class EngineCore:
         forward_only: bool,
     ) -> ForwardBackwardResult:
         """Per-datum logprobs and elementwise loss; gradients accumulate unless forward_only."""
-        config = check_config(loss_fn, loss_fn_config)
+        spec = loss_spec(loss_fn)
+        config = check_config(spec, loss_fn_config)
         if not data:
             raise EngineUserError("data: expected at least one datum")
         adapter = self._adapter(model_id)
         info = adapter.base.info
         prepared = [
-            prepare_datum(i, datum, loss_fn, info.vocab_size, info.max_context_length)
+            prepare_datum(i, datum, spec, info.vocab_size, info.max_context_length)
             for i, datum in enumerate(data)
         ]
         with self._lock:
             self._set_threads()
             saved = None if forward_only else adapter.trainer.grads()
             try:
-                outputs, total = self._run(adapter, prepared, loss_fn, config, forward_only)
+                outputs, total = self._run(adapter, prepared, spec, config, forward_only)
             except BaseException:
                 if saved is not None:
                     adapter.trainer.restore_grads(saved)
@@ -256,7 +277,7 @@ class EngineCore:
         self,
         adapter: _Adapter,
         data: list[PreparedDatum],
-        loss_fn: str,
+        spec: LossSpec,
         config: Mapping[str, float],
         forward_only: bool,
     ) -> tuple[list[dict[str, Any]], float]:
@@ -264,17 +285,17 @@ class EngineCore:
         vocab = base.info.vocab_size
         outputs: list[dict[str, Any]] = []
         total = 0.0
+        defaults = dict.fromkeys(spec.required, 0.0) | input_defaults(spec, config)
         for group in _micro_batches(data, vocab):
             rows, width = len(group), max(int(d.tokens.shape[0]) for d in group)
             ids = np.zeros((rows, width), dtype=np.int64)
             targets = np.zeros((rows, width), dtype=np.int64)
             mask = np.zeros((rows, width), dtype=bool)
-            names = sorted({key for d in group for key in d.inputs})
             # A datum without an optional input gets its default (weights 1, the config's clip
             # thresholds); padding positions are masked out below whatever they hold.
             extra = {
-                key: np.full((rows, width), _input_default(key, config), dtype=np.float32)
-                for key in names
+                key: np.full((rows, width), value, dtype=np.float32)
+                for key, value in defaults.items()
             }
             for row, datum in enumerate(group):
                 length = int(datum.tokens.shape[0])
@@ -293,7 +314,8 @@ class EngineCore:
                     torch.from_numpy(targets).reshape(-1),
                     reduction="none",
                 ).view(rows, width)
-                loss = torch.where(valid, elementwise_loss(loss_fn, lp, inputs, config), 0.0)
+                elementwise = elementwise_loss(spec, lp, inputs, config, valid)
+                loss = torch.where(valid, elementwise, 0.0)
                 if not forward_only:
                     loss.sum().backward()
             lp_np = lp.detach().numpy()
@@ -309,28 +331,29 @@ class EngineCore:
                 )
         return outputs, total
 
-    def optim_step(self, model_id: str, adam: AdamSpec) -> dict[str, float]:
-        """AdamW on the accumulated gradients, then zero them."""
-        _check_adam(adam)
+    def optim_step(self, model_id: str, params: AdamSpec | DimuonSpec) -> dict[str, float]:
+        """The adapter's optimizer on the accumulated gradients, then zero them."""
+        _check_params(params)
         adapter = self._adapter(model_id)
         with self._lock:
             self._set_threads()
-            return adapter.trainer.step(adam)
+            return adapter.trainer.step(params)
 
     # ------------------------------------------------------------------ checkpoints
     def save_state(self, model_id: str, directory: Path, *, with_optimizer: bool) -> None:
-        """Adapter weights + config (+ AdamW state) into ``directory``."""
+        """Adapter weights + config (+ optimizer state) into ``directory``."""
         adapter = self._adapter(model_id)
         with self._lock:
             weights = adapter.trainer.weights.snapshot()
-            optimizer = adapter.trainer.optimizer_tensors() if with_optimizer else None
+            state = adapter.trainer.optimizer_tensors() if with_optimizer else None
         write_adapter(
             directory,
             weights,
             base_model=adapter.base.info.name,
             source=adapter.base.source,
             lora=adapter.lora,
-            optimizer=optimizer,
+            optimizer=adapter.trainer.spec,
+            optimizer_state=state,
         )
 
     def save_sampler_weights(self, model_id: str, directory: Path) -> None:
@@ -358,8 +381,12 @@ class EngineCore:
         base, lora = self._checkpoint_base(directory)
         return base.info.name, lora
 
+    def read_checkpoint_optimizer(self, directory: Path) -> OptimizerSpec:
+        """The optimizer family recorded in a checkpoint (AdamW when none is)."""
+        return read_optimizer_spec(directory)
+
     def load_state(self, model_id: str, directory: Path, *, with_optimizer: bool) -> None:
-        """Replace an adapter's weights (and AdamW state, or a fresh one) from a checkpoint."""
+        """Replace an adapter's weights (and optimizer state, or a fresh one) from a checkpoint."""
         adapter = self._adapter(model_id)
         base, _ = self._checkpoint_base(directory)
         if base is not adapter.base:
@@ -377,7 +404,7 @@ class EngineCore:
         optimizer = None
         if with_optimizer:
             shapes = {key: tuple(t.shape) for key, t in current.keyed().items()}
-            optimizer = read_optimizer(directory, shapes)
+            optimizer = read_optimizer_file(directory, adapter.trainer.spec.type, shapes)
         with self._lock:
             adapter.trainer.load(weights.keyed(), optimizer)
 

@@ -13,9 +13,9 @@ engine made *active* for the call. The engine serializes calls, so one active ad
 Checkpoints use PEFT's file format, so a saved adapter loads with
 ``peft.PeftModel.from_pretrained(base, directory)``: ``adapter_model.safetensors`` with keys
 ``base_model.model.<module>.lora_A.weight`` / ``lora_B.weight`` (float32), and
-``adapter_config.json`` with PEFT's LoRA fields plus a ``tinkex`` section (base model name and
-LoraSpec). The optimizer state (``optimizer.safetensors``) holds, per parameter key,
-``<key>.exp_avg``, ``<key>.exp_avg_sq`` and ``<key>.step``.
+``adapter_config.json`` with PEFT's LoRA fields plus a ``tinkex`` section (base model name,
+LoraSpec and optimizer family). The optimizer state (``optimizer.safetensors``) is written by
+:mod:`._optim`.
 """
 
 from __future__ import annotations
@@ -36,10 +36,17 @@ from tinkex_actors._constants import LORA_ALPHA
 from tinkex_actors.server.engine_api import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
-    OPTIMIZER_STATE_FILE,
+    OPTIMIZER_FAMILIES,
     AdamSpec,
+    DimuonSpec,
     EngineUserError,
     LoraSpec,
+    OptimizerSpec,
+)
+from tinkex_actors.server.engines.torch._optim import (
+    new_optimizer,
+    optimizer_tensors,
+    write_optimizer_file,
 )
 
 __all__ = [
@@ -48,7 +55,7 @@ __all__ = [
     "LoraWeights",
     "new_seed",
     "read_adapter_config",
-    "read_optimizer",
+    "read_optimizer_spec",
     "read_weights",
     "write_adapter",
 ]
@@ -57,8 +64,6 @@ _KEY_PREFIX = "base_model.model."
 _A_SUFFIX = ".lora_A.weight"
 _B_SUFFIX = ".lora_B.weight"
 _FORMAT_VERSION = 1
-_OPTIMIZER_FORMAT = "tinkex-adamw-1"
-_OPTIMIZER_FIELDS = ("exp_avg", "exp_avg_sq", "step")
 
 
 @dataclass
@@ -162,19 +167,17 @@ def new_seed() -> int:
 
 
 class AdapterTrainer:
-    """An adapter's trainable weights, accumulated gradients and AdamW state."""
+    """An adapter's trainable weights, accumulated gradients and optimizer state."""
 
-    def __init__(self, weights: LoraWeights) -> None:
+    def __init__(self, weights: LoraWeights, optimizer: OptimizerSpec | None = None) -> None:
         self.weights = weights
+        self.spec = optimizer or OptimizerSpec()
         self.params = weights.tensors()
         # Gradients exist from the start and are zeroed in place, so an optim_step with nothing
-        # accumulated is an ordinary AdamW step on a zero gradient.
+        # accumulated is an ordinary step on a zero gradient.
         for p in self.params:
             p.grad = torch.zeros_like(p)
-        self.optimizer = self._new_optimizer()
-
-    def _new_optimizer(self) -> Any:
-        return torch.optim.AdamW(self.params, lr=0.0, weight_decay=0.0, foreach=True)
+        self.optimizer = new_optimizer(self.spec, self.params, weights.rank)
 
     def grads(self) -> list[Any]:
         """Copies of the accumulated gradients (to restore after a failed call)."""
@@ -186,62 +189,49 @@ class AdapterTrainer:
             for p, g in zip(self.params, saved, strict=True):
                 p.grad.copy_(g)
 
-    def step(self, adam: AdamSpec) -> dict[str, float]:
-        """One AdamW step with the accumulated gradients, which are then zeroed."""
-        grads = [p.grad for p in self.params]
-        norm = float(
-            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        )
-        if adam.grad_clip_norm > 0 and norm > adam.grad_clip_norm:
-            factor = adam.grad_clip_norm / (norm + 1e-6)
-            torch._foreach_mul_(grads, factor)
-        for group in self.optimizer.param_groups:
-            group["lr"] = adam.learning_rate
-            group["betas"] = (adam.beta1, adam.beta2)
-            group["eps"] = adam.eps
-            group["weight_decay"] = adam.weight_decay
-        self.optimizer.step()
-        torch._foreach_zero_(grads)
-        return {"grad_norm:mean": norm}
+    def step(self, params: AdamSpec | DimuonSpec) -> dict[str, float]:
+        """One optimizer step with the accumulated gradients, which are then zeroed.
+
+        Raises:
+            EngineUserError: ``params`` are another family's (nothing changes).
+        """
+        self.optimizer.check(params)
+        metrics = self.optimizer.step(params)
+        torch._foreach_zero_([p.grad for p in self.params])
+        return metrics
 
     def zero_grads(self) -> None:
         """Drop accumulated gradients."""
         torch._foreach_zero_([p.grad for p in self.params])
 
     def optimizer_tensors(self) -> dict[str, Any]:
-        """AdamW state keyed ``<peft key>.<field>`` (parameters never stepped are absent)."""
-        out: dict[str, Any] = {}
-        for key, param in self.weights.keyed().items():
-            state = self.optimizer.state.get(param)
-            if not state:
-                continue
-            out[f"{key}.exp_avg"] = state["exp_avg"].detach().clone()
-            out[f"{key}.exp_avg_sq"] = state["exp_avg_sq"].detach().clone()
-            # safetensors stores the scalar step as a one-element vector.
-            out[f"{key}.step"] = state["step"].detach().clone().reshape(1)
-        return out
+        """Optimizer state keyed ``<peft key>.<field>`` (parameters never stepped are absent)."""
+        return optimizer_tensors(self.optimizer, self.weights.keyed())
 
-    def load(self, weights: Mapping[str, Any], optimizer: Mapping[str, Any] | None) -> None:
-        """Replace weights (already validated) and the AdamW state (``None``: fresh state)."""
+    def load(
+        self, weights: Mapping[str, Any], optimizer: Mapping[str, Mapping[str, Any]] | None
+    ) -> None:
+        """Replace weights (already validated) and the optimizer state (``None``: fresh
+        state; else per PEFT key the fields read by ``_optim.read_optimizer_file``)."""
         with torch.no_grad():
             for key, param in self.weights.keyed().items():
                 param.copy_(weights[key])
-        self.optimizer = self._new_optimizer()
+        self.optimizer = new_optimizer(self.spec, self.params, self.weights.rank)
         if optimizer is not None:
             for key, param in self.weights.keyed().items():
-                if f"{key}.step" not in optimizer:
-                    continue
-                self.optimizer.state[param] = {
-                    "step": optimizer[f"{key}.step"].clone().reshape(()),
-                    "exp_avg": optimizer[f"{key}.exp_avg"].clone(),
-                    "exp_avg_sq": optimizer[f"{key}.exp_avg_sq"].clone(),
-                }
+                if key in optimizer:
+                    self.optimizer.set_state(param, optimizer[key])
         self.zero_grads()
 
 
 # ------------------------------------------------------------------------------ checkpoints
 def _adapter_config(
-    weights: LoraWeights, *, base_model: str, source: str, lora: LoraSpec
+    weights: LoraWeights,
+    *,
+    base_model: str,
+    source: str,
+    lora: LoraSpec,
+    optimizer: OptimizerSpec,
 ) -> dict[str, Any]:
     return {
         # PEFT's LoraConfig fields: PeftModel.from_pretrained(base, directory) loads the files.
@@ -267,6 +257,7 @@ def _adapter_config(
                 "train_attn": lora.train_attn,
                 "train_unembed": lora.train_unembed,
             },
+            "optimizer": optimizer.wire(),
         },
     }
 
@@ -278,23 +269,21 @@ def write_adapter(
     base_model: str,
     source: str,
     lora: LoraSpec,
-    optimizer: Mapping[str, Any] | None = None,
+    optimizer: OptimizerSpec,
+    optimizer_state: Mapping[str, Any] | None = None,
 ) -> None:
     """Write adapter weights, config and (when given) optimizer state into ``directory``."""
     tensors = {k: v.detach().contiguous() for k, v in weights.keyed().items()}
     save_file(tensors, str(directory / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
-    config = _adapter_config(weights, base_model=base_model, source=source, lora=lora)
+    config = _adapter_config(
+        weights, base_model=base_model, source=source, lora=lora, optimizer=optimizer
+    )
     (directory / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
-    if optimizer is not None:
-        save_file(
-            {k: v.contiguous() for k, v in optimizer.items()},
-            str(directory / OPTIMIZER_STATE_FILE),
-            metadata={"format": "pt", "optimizer": _OPTIMIZER_FORMAT},
-        )
+    if optimizer_state is not None:
+        write_optimizer_file(directory, optimizer.type, optimizer_state)
 
 
-def read_adapter_config(directory: Path) -> tuple[str | None, str | None, LoraSpec]:
-    """``(tinkex base model, base_model_name_or_path, LoraSpec)`` from a checkpoint."""
+def _read_config(directory: Path) -> dict[str, Any]:
     path = directory / ADAPTER_CONFIG_FILE
     try:
         config = json.loads(path.read_text())
@@ -302,6 +291,27 @@ def read_adapter_config(directory: Path) -> tuple[str | None, str | None, LoraSp
         raise EngineUserError(f"checkpoint config {path.name} unreadable: {exc}") from exc
     if not isinstance(config, dict):
         raise EngineUserError(f"checkpoint config {path.name}: expected a JSON object")
+    return config
+
+
+def read_optimizer_spec(directory: Path) -> OptimizerSpec:
+    """The optimizer family recorded in a checkpoint (AdamW for checkpoints without one)."""
+    section = _read_config(directory).get("tinkex")
+    recorded = section.get("optimizer") if isinstance(section, dict) else None
+    if not isinstance(recorded, dict):
+        return OptimizerSpec()
+    family, version = recorded.get("type"), recorded.get("version")
+    if family not in OPTIMIZER_FAMILIES or version not in OPTIMIZER_FAMILIES[str(family)]:
+        raise EngineUserError(
+            f"checkpoint config {ADAPTER_CONFIG_FILE}: unknown optimizer {recorded!r}"
+        )
+    return OptimizerSpec(type=str(family), version=version)
+
+
+def read_adapter_config(directory: Path) -> tuple[str | None, str | None, LoraSpec]:
+    """``(tinkex base model, base_model_name_or_path, LoraSpec)`` from a checkpoint."""
+    path = directory / ADAPTER_CONFIG_FILE
+    config = _read_config(directory)
     try:
         section = config.get("tinkex")
         if isinstance(section, dict):
@@ -370,32 +380,3 @@ def read_weights(
         raise EngineUserError(f"checkpoint has LoRA rank {found_rank}, expected {rank}")
     ordered = {name: pairs[name] for name in dims if name in pairs}
     return LoraWeights(rank=found_rank, pairs=ordered)
-
-
-def read_optimizer(directory: Path, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
-    """Optimizer tensors from ``directory``, checked against the parameters' ``shapes``."""
-    path = directory / OPTIMIZER_STATE_FILE
-    if not path.is_file():
-        raise EngineUserError("checkpoint has no optimizer state (it was saved without it)")
-    try:
-        raw = load_file(str(path))
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise EngineUserError(f"optimizer state {path.name} unreadable: {exc}") from exc
-    out: dict[str, Any] = {}
-    for key, shape in shapes.items():
-        names = [f"{key}.{field}" for field in _OPTIMIZER_FIELDS]
-        present = [name in raw for name in names]
-        if not any(present):
-            continue
-        avg, avg_sq, step = (raw.get(name) for name in names)
-        if (
-            avg is None
-            or avg_sq is None
-            or step is None
-            or tuple(avg.shape) != shape
-            or tuple(avg_sq.shape) != shape
-            or step.numel() != 1
-        ):
-            raise EngineUserError(f"optimizer state for {key!r} is incomplete or misshapen")
-        out.update(zip(names, (avg.float(), avg_sq.float(), step.float()), strict=True))
-    return out

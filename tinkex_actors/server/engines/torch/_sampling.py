@@ -11,6 +11,12 @@ Semantics (documented in ``docs/server-engine.md``):
 * A sequence's ``logprobs`` are the model's own log-probabilities of the drawn tokens (the
   distribution at temperature 1, before top-k / top-p): the numbers forward_backward computes
   for the same tokens (to float rounding), so importance ratios start at 1.
+* Also on request: the ``k`` most likely tokens (with logprobs) at every generated position
+  (``topk_sample_logprobs``); the logprobs of given token ids at prompt positions 1..
+  (``target_prompt_logprobs``, 0.0 where the id is -1); and ``k`` independent draws at the
+  request's temperature (no top-k / top-p cut) at every prompt position after the first, with
+  their temperature-1 logprobs (``prompt_alt_tokens_k``; drawn from a generator of their own,
+  so asking for them leaves the sampled sequences unchanged).
 * Stops: a token in the stop set (EOS unless the stop list is explicitly empty, plus any stop
   token ids) ends a sequence with ``"stop"`` and is *included* in its tokens. A stop string
   ends it as soon as the decoded text of the generated tokens contains it; the tokens up to and
@@ -41,6 +47,8 @@ __all__ = ["generate"]
 #: is at most 4 UTF-8 bytes and every byte-level token carries at least one byte.
 _TOKENS_PER_CHAR = 4
 _WINDOW_SLACK = 8
+#: Seed offset between a request's independent random streams (sampling, alternative draws).
+_STREAM_STRIDE = 0x9E3779B97F4A7C15
 
 
 def _check(base: BaseModel, spec: SampleSpec) -> list[int]:
@@ -68,8 +76,19 @@ def _check(base: BaseModel, spec: SampleSpec) -> list[int]:
         raise EngineUserError(f"top_p: expected a value in (0, 1], got {spec.top_p}")
     if spec.top_k != -1 and spec.top_k < 1:
         raise EngineUserError(f"top_k: expected -1 (no limit) or >= 1, got {spec.top_k}")
-    if spec.topk_prompt_logprobs < 0:
-        raise EngineUserError("topk_prompt_logprobs: expected >= 0")
+    for name in ("topk_prompt_logprobs", "topk_sample_logprobs", "prompt_alt_tokens_k"):
+        if getattr(spec, name) < 0:
+            raise EngineUserError(f"{name}: expected >= 0")
+    targets = spec.target_prompt_logprobs
+    if targets is not None and (
+        targets.ndim != 2
+        or targets.shape[0] != len(prompt) - 1
+        or (targets.size and (int(targets.min()) < -1 or int(targets.max()) >= info.vocab_size))
+    ):
+        raise EngineUserError(
+            f"target_prompt_logprobs: expected token ids in [-1, {info.vocab_size}) of shape "
+            f"[{len(prompt) - 1}, K]"
+        )
     for token in spec.stop_token_ids or ():
         if not 0 <= token < info.vocab_size:
             raise EngineUserError(f"stop token id {token} is outside the vocabulary")
@@ -119,8 +138,33 @@ class _Stops:
         return any(s in text for s in self.strings)
 
 
+def _generator(seed: int | None, stream: int) -> Any:
+    """A generator for ``seed`` (random when None); ``stream`` separates independent uses."""
+    generator = torch.Generator()
+    base = secrets.randbits(63) if seed is None else seed
+    generator.manual_seed((base + stream * _STREAM_STRIDE) % (1 << 64))
+    return generator
+
+
 def _score_prompt(logits: Any, prompt: list[int], spec: SampleSpec, result: SampleResult) -> None:
     logp = torch.log_softmax(logits[0, :-1].float(), dim=-1)
+    if spec.target_prompt_logprobs is not None:
+        ids = torch.from_numpy(spec.target_prompt_logprobs.astype("int64"))
+        picked = logp.gather(1, ids.clamp(min=0))
+        result.target_prompt_logprobs = torch.where(ids >= 0, picked, 0.0).numpy()
+    if spec.prompt_alt_tokens_k:
+        k = spec.prompt_alt_tokens_k
+        if spec.temperature == 0:
+            tokens = logp.argmax(dim=-1, keepdim=True).expand(-1, k)
+        else:
+            probs = torch.softmax(logits[0, :-1].float() / spec.temperature, dim=-1)
+            tokens = torch.multinomial(
+                probs, k, replacement=True, generator=_generator(spec.seed, 1)
+            )
+        result.prompt_alt_tokens = (
+            tokens.contiguous().numpy().astype("int64"),
+            logp.gather(1, tokens).numpy().astype("float32"),
+        )
     if spec.prompt_logprobs:
         picked = logp.gather(1, torch.tensor(prompt[1:]).unsqueeze(1)).squeeze(1).tolist()
         result.prompt_logprobs = [None, *(float(v) for v in picked)]
@@ -137,11 +181,15 @@ def generate(base: BaseModel, weights: LoraWeights | None, spec: SampleSpec) -> 
     """Run one sample request on ``base`` with ``weights`` (None: the bare base model)."""
     prompt = _check(base, spec)
     n = spec.num_samples
-    generator = torch.Generator()
-    generator.manual_seed(secrets.randbits(63) if spec.seed is None else spec.seed % (1 << 64))
+    generator = _generator(spec.seed, 0)
     stops = _Stops(base, spec)
     result = SampleResult(sequences=[])
-    score = spec.prompt_logprobs or spec.topk_prompt_logprobs > 0
+    score = (
+        spec.prompt_logprobs
+        or spec.topk_prompt_logprobs > 0
+        or spec.target_prompt_logprobs is not None
+        or spec.prompt_alt_tokens_k > 0
+    )
     with torch.inference_mode(), base.router.use(weights):
         out = base.forward(torch.tensor([prompt]), use_cache=True, last_only=not score)
         if score:
@@ -152,10 +200,14 @@ def generate(base: BaseModel, weights: LoraWeights | None, spec: SampleSpec) -> 
         logits = out.logits[:, -1, :].float().expand(n, -1)
         tokens: list[list[int]] = [[] for _ in range(n)]
         logprobs: list[list[float]] = [[] for _ in range(n)]
+        k = min(spec.topk_sample_logprobs, logits.shape[-1])
+        topk: list[list[list[tuple[int, float]]]] | None = [[] for _ in range(n)] if k else None
         finished = [False] * n
         for step in range(spec.max_tokens):
             chosen = _pick(logits, spec, generator)
-            chosen_lp = torch.log_softmax(logits, dim=-1).gather(1, chosen.unsqueeze(1))
+            log_probs = torch.log_softmax(logits, dim=-1)
+            chosen_lp = log_probs.gather(1, chosen.unsqueeze(1))
+            best = log_probs.topk(k, dim=-1) if topk is not None else None
             for row, (token, lp) in enumerate(
                 zip(chosen.tolist(), chosen_lp[:, 0].tolist(), strict=True)
             ):
@@ -163,6 +215,9 @@ def generate(base: BaseModel, weights: LoraWeights | None, spec: SampleSpec) -> 
                     continue
                 tokens[row].append(int(token))
                 logprobs[row].append(float(lp))
+                if topk is not None and best is not None:
+                    ids, values = best.indices[row].tolist(), best.values[row].tolist()
+                    topk[row].append(list(zip(ids, values, strict=True)))
                 finished[row] = stops.hit(tokens[row])
             if all(finished) or step == spec.max_tokens - 1:
                 break
@@ -170,7 +225,12 @@ def generate(base: BaseModel, weights: LoraWeights | None, spec: SampleSpec) -> 
             cache = base.output_cache(out)
             logits = out.logits[:, -1, :].float()
     result.sequences = [
-        SampledSeq(tokens=t, logprobs=lp, stop_reason="stop" if done else "length")
-        for t, lp, done in zip(tokens, logprobs, finished, strict=True)
+        SampledSeq(
+            tokens=t,
+            logprobs=lp,
+            stop_reason="stop" if done else "length",
+            topk_logprobs=None if topk is None else topk[row],
+        )
+        for row, (t, lp, done) in enumerate(zip(tokens, logprobs, finished, strict=True))
     ]
     return result
