@@ -27,7 +27,10 @@ def test_defaults() -> None:
     assert config.ca_bundle is None
     assert config.proxy is None
     assert (config.max_chunk_datums, config.max_chunk_tokens) == (128, 500_000)
-    assert (config.sample_max_inflight, config.sample_max_inflight_throttled) == (400, 10)
+    assert (config.sample_max_inflight, config.sample_max_inflight_throttled) == (2000, 10)
+    assert (config.sample_max_queued, config.sample_queue_full) == (None, "raise")
+    assert (config.sample_dispatch_threads, config.poll_threads) == (32, 256)
+    assert (config.http_pool_block, config.max_response_bytes) == (False, 2**30)
     assert (config.heartbeat_interval, config.poll_timeout) == (10.0, 45.0)
     assert dict(config.default_headers) == {}
     assert dict(config.user_metadata) == {}
@@ -172,7 +175,11 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("max_chunk_datums", 0),
     ("max_chunk_tokens", -5),
     ("sample_max_inflight", 0),
-    ("sample_max_inflight_throttled", 500),
+    ("sample_max_inflight_throttled", 0),
+    ("sample_max_queued", 0),
+    ("sample_queue_full", "block"),
+    ("sample_dispatch_threads", 0),
+    ("poll_threads", -1),
     ("heartbeat_interval", 0),
     ("poll_timeout", -1),
 ]

@@ -117,8 +117,21 @@ LOSS_INPUT_DTYPES: Final = {
 LORA_ALPHA: Final = 32
 
 # ------------------------------------------------------------------------------- sampling
-SAMPLE_MAX_INFLIGHT: Final = 400
+#: Samples in flight per sampling client (submitted, result not yet in); the server's
+#: ``sample_max_concurrent_requests`` lowers it. Costs no thread: see docs/architecture.md.
+SAMPLE_MAX_INFLIGHT: Final = 2000
+#: asample POSTs at once per API key while the throttle window after a 429 is open.
 SAMPLE_MAX_INFLIGHT_THROTTLED: Final = 10
+#: Threads per tenant that POST samples and fetch their results (no thread waits out a
+#: sample's latency).
+SAMPLE_DISPATCH_THREADS: Final = 32
+#: Threads per tenant for single retrieve_future long polls of samples, used only with
+#: servers that do not announce batched polling (sample_use_retrieve_futures).
+POLL_THREADS: Final = 256
+#: Read timeout of an acknowledgement-only retrieve_futures poll (timeout 0).
+RETRIEVE_FUTURES_ACK_TIMEOUT: Final = 5.0
+#: Worker threads of the tenant's general pool (telemetry uploads, capability lookups).
+TENANT_POOL_WORKERS: Final = 4
 #: After a 429 back-off ends, the throttled limit stays on this long.
 SAMPLE_THROTTLE_WINDOW: Final = 10.0
 SAMPLE_BACKOFF: Final = 1.0

@@ -1,9 +1,11 @@
 """``SamplingClient``: generate from a base model or saved weights, from any number of threads.
 
 ``sample()`` runs in the caller's thread up to the hand-off: it reads the sampler's snapshot
-and the tenant's back-off from the shared registry (no lock, no mailbox hop), validates, and
-queues one task on the tenant's bounded worker pool, which sends the request, honours 429
-back-off and polls the result. See ``docs/clients.md``.
+from the shared registry (no lock, no mailbox hop), validates, and admits the sample (or
+queues it, holding no thread). The tenant's sampling lane submits it; its completion comes from
+the session's batched poll (or a single long poll on servers without one); nothing waits out a
+sample's latency on a thread of its own. See ``docs/clients.md`` and
+``tinkex_actors/actors/_sample_flow.py``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import time
 import weakref
 from typing import Any, TypeVar
 
+from tinkex_actors import _constants as c
+from tinkex_actors.actors._poller import fast_key
 from tinkex_actors.actors._registry import samplers
-from tinkex_actors.actors._sampling import SamplerState, sample_task
+from tinkex_actors.actors._sample_flow import prompt_bytes, start
+from tinkex_actors.actors._sampler_state import SamplerState, Submission
 from tinkex_actors.actors._service import release_child
 from tinkex_actors.actors._validate import (
     boolean,
@@ -23,7 +28,7 @@ from tinkex_actors.actors._validate import (
     non_negative_int,
     positive_int,
 )
-from tinkex_actors.errors import ClientClosedError, TinkexError
+from tinkex_actors.errors import ClientClosedError
 from tinkex_actors.futures import ActorFuture
 from tinkex_actors.tokenizer import Tokenizer, TokenizerHandle
 from tinkex_actors.types import ModelInput, SampleRequest, SampleResponse, SamplingParams
@@ -156,17 +161,19 @@ class SamplingClient:
         )
         seconds = check_seconds(timeout, "timeout")
         wait = check_seconds(await_timeout, "await_timeout")
-        body = to_jsonable(request)
         deadline = None if seconds is None else time.monotonic() + seconds
         future: ActorFuture[SampleResponse] = (
             ActorFuture() if wait is None else _WaitBoundFuture(wait)
         )
+        seq = next(state.seq) + state.clone_id * c.SAMPLE_SEQ_ID_STRIDE
+        large = prompt_bytes(request.prompt) > c.SAMPLE_LARGE_PROMPT_BYTES
+        sub = Submission(
+            state, future, request, to_jsonable(request), seq, fast_key(), deadline, large
+        )
         state.track(future)
         try:
-            state.runtime.pool.submit_into(
-                future, sample_task, snapshot, body, next(state.seq), deadline, request.prompt
-            )
-        except TinkexError as exc:
+            start(sub)
+        except BaseException as exc:
             future.set_exception(exc)
             raise
         return future

@@ -88,6 +88,7 @@ class _Tree:
             ref = state.handle.close()
             state.close()
             threads.extend(state.handle.threads())
+            threads.extend(state.threads())
             if ref is not None:
                 ref.stop(block=False)
         if self.reporter is not None:

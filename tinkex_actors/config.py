@@ -304,8 +304,20 @@ class Config:
         max_chunk_datums: most datums per forward_backward chunk (the server's
             ``client/config`` announcement wins when present).
         max_chunk_tokens: most tokens per forward_backward chunk (likewise).
-        sample_max_inflight: most sample requests in flight per tenant.
-        sample_max_inflight_throttled: the same bound during a 429 back-off window.
+        sample_max_inflight: most samples in flight per sampling client (submitted, result
+            not yet in); the server's ``sample_max_concurrent_requests`` lowers it. Samples
+            beyond it wait in a queue that holds no thread.
+        sample_max_inflight_throttled: most sample submissions at once per API key during
+            the throttle window after a 429.
+        sample_max_queued: most samples waiting for an in-flight slot per sampling client;
+            None: unbounded.
+        sample_queue_full: what ``sample()`` does when that queue is full: ``"raise"``
+            :class:`~tinkex_actors.errors.QueueFullError`, or ``"wait"`` (block the caller
+            until there is room, within the sample's ``timeout``).
+        sample_dispatch_threads: threads per tenant that submit samples and fetch their
+            results.
+        poll_threads: threads per tenant for single long polls of samples, used only with
+            servers that do not offer batched polling (``retrieve_futures``).
         heartbeat_interval: seconds between session heartbeats.
         poll_timeout: read timeout of a ``retrieve_future`` long poll, in seconds.
     """
@@ -332,6 +344,10 @@ class Config:
     max_chunk_tokens: int = c.CHUNK_MAX_TOKENS
     sample_max_inflight: int = c.SAMPLE_MAX_INFLIGHT
     sample_max_inflight_throttled: int = c.SAMPLE_MAX_INFLIGHT_THROTTLED
+    sample_max_queued: int | None = None
+    sample_queue_full: str = "raise"
+    sample_dispatch_threads: int = c.SAMPLE_DISPATCH_THREADS
+    poll_threads: int = c.POLL_THREADS
     heartbeat_interval: float = c.HEARTBEAT_INTERVAL
     poll_timeout: float = c.RETRIEVE_FUTURE_TIMEOUT
     _tenant_id: str = attrs.field(init=False, eq=False, hash=False)
@@ -356,13 +372,18 @@ class Config:
             "max_chunk_tokens",
             "sample_max_inflight",
             "sample_max_inflight_throttled",
+            "sample_dispatch_threads",
+            "poll_threads",
         ):
             put(name, _integer(name, getattr(self, name), minimum=1))
-        if self.sample_max_inflight_throttled > self.sample_max_inflight:
+        if self.sample_max_queued is not None:
+            put(
+                "sample_max_queued",
+                _integer("sample_max_queued", self.sample_max_queued, minimum=1),
+            )
+        if self.sample_queue_full not in ("raise", "wait"):
             raise ConfigError(
-                "sample_max_inflight_throttled",
-                f"must be <= sample_max_inflight ({self.sample_max_inflight}), "
-                f"got {self.sample_max_inflight_throttled}",
+                "sample_queue_full", f"expected 'raise' or 'wait', got {self.sample_queue_full!r}"
             )
         put("tags", _tags(self.tags))
         put("project_id", _optional_text("project_id", self.project_id))
@@ -416,6 +437,10 @@ class Config:
         max_chunk_tokens: int | None = None,
         sample_max_inflight: int | None = None,
         sample_max_inflight_throttled: int | None = None,
+        sample_max_queued: int | None = None,
+        sample_queue_full: str | None = None,
+        sample_dispatch_threads: int | None = None,
+        poll_threads: int | None = None,
         heartbeat_interval: float | None = None,
         poll_timeout: float | None = None,
         env: Mapping[str, str] | None = None,
@@ -451,6 +476,10 @@ class Config:
                 ("max_chunk_tokens", max_chunk_tokens),
                 ("sample_max_inflight", sample_max_inflight),
                 ("sample_max_inflight_throttled", sample_max_inflight_throttled),
+                ("sample_max_queued", sample_max_queued),
+                ("sample_queue_full", sample_queue_full),
+                ("sample_dispatch_threads", sample_dispatch_threads),
+                ("poll_threads", poll_threads),
                 ("heartbeat_interval", heartbeat_interval),
                 ("poll_timeout", poll_timeout),
             )

@@ -7,6 +7,7 @@
     ├── ValidationError (ValueError)          bad input, caught before anything is sent
     │   └── InvalidTinkerPathError            a malformed ``tinker://`` path
     ├── ClientClosedError (RuntimeError)      a call on a closed client
+    ├── QueueFullError (RuntimeError)         a bounded sample queue is full
     ├── TinkexTimeoutError (TimeoutError)     a wait ran out of time
     ├── ActorCrashedError                     the actor serving a call crashed mid-call
     │   └── ChildFailedError                  ... and its supervisor gave up restarting it
@@ -71,6 +72,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "QueueFullError",
     "RateLimitError",
     "RequestErrorCategory",
     "RequestFailedError",
@@ -135,6 +137,11 @@ class InvalidTinkerPathError(ValidationError):
 
 class ClientClosedError(TinkexError, RuntimeError):
     """The client (or the ServiceClient that owns it) was closed; make a new one."""
+
+
+class QueueFullError(TinkexError, RuntimeError):
+    """A sample could not be queued: the client's in-flight bound is reached and its queue
+    of waiting samples (``Config.sample_max_queued``) is full. Nothing was sent."""
 
 
 class TinkexTimeoutError(TinkexError, builtins.TimeoutError):

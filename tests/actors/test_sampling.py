@@ -74,7 +74,7 @@ def test_seq_ids_count_from_zero_and_headers(null_server: ServerHandle) -> None:
 
 
 def test_thousand_samples_from_32_threads(config: Config) -> None:
-    bounded = config.with_(http_pool_size=8)
+    bounded = config.with_(sample_dispatch_threads=8, poll_threads=16)
     with ServiceClient(bounded) as service:
         sampler = service.create_sampling_client(base_model=BASE_MODEL, timeout=30)
         params = types.SamplingParams(max_tokens=3, stop=[])  # no EOS stop: always 3 tokens
@@ -108,8 +108,10 @@ def test_thousand_samples_from_32_threads(config: Config) -> None:
             watcher.join()
         assert len(results) == 1024
         assert set(results) == {3}
-        assert 0 < peak[0] <= bounded.http_pool_size
-        assert service._runtime.limiter.inflight == 0
+        # The lanes' bounds, the general pool (4) and the deadline thread: never one per sample.
+        assert 0 < peak[0] <= 8 + 16 + 4 + 1
+        assert sampler._state.inflight == 0
+        assert not sampler._state.queued
 
 
 class _RateLimitTenantA:
@@ -135,7 +137,7 @@ def test_429_backs_off_the_tenant_and_resends_the_same_request(config: Config) -
     recorder = Recorder(config, fault=_RateLimitTenantA(times=1))
     with ServiceClient(config, backend=recorder) as service:
         sampler = service.create_sampling_client(base_model=BASE_MODEL, timeout=30)
-        limiter = service._runtime.limiter
+        limiter = service._runtime.tenant.limiter
         response = sampler.sample(PROMPT, types.SamplingParams(max_tokens=2)).result(timeout=30)
         assert len(response.sequences) == 1
         sent = recorder.sent("/asample")
@@ -144,7 +146,8 @@ def test_429_backs_off_the_tenant_and_resends_the_same_request(config: Config) -
         assert sent[0].body == sent[1].body
         assert sent[0].headers["X-Idempotency-Key"] == sent[1].headers["X-Idempotency-Key"]
         assert limiter.backoff_until == 0.0  # success cleared it
-        assert limiter.limit() == config.sample_max_inflight_throttled  # throttle window open
+        assert limiter.throttled()  # the throttle window is open
+        assert limiter.max_throttled == config.sample_max_inflight_throttled
 
 
 def test_a_rate_limited_tenant_does_not_slow_another(null_server: ServerHandle) -> None:
@@ -177,8 +180,8 @@ def test_a_rate_limited_tenant_does_not_slow_another(null_server: ServerHandle) 
         with lock:
             assert order.count("b") == 50
             assert "a" not in order
-        assert b._runtime.limiter.backoff_until == 0.0
-        assert a._runtime.limiter.backoff_until > 0.0
+        assert b._runtime.tenant.limiter.backoff_until == 0.0
+        assert a._runtime.tenant.limiter.backoff_until > 0.0
         assert a._runtime.tenant is not b._runtime.tenant
         recorder_a.fault = None  # the rate limit lifts: A's samples complete
         for future in futures_a:

@@ -1,7 +1,11 @@
-"""What training and sampling clients keep outside their actors: closed flag, pending futures."""
+"""What training and sampling clients keep outside their actors: closed flag, pending futures,
+the threads working for them (so that closing can cut their long polls short)."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from tinkex_actors.actors._base import ActorHandle
@@ -27,6 +31,10 @@ class ClientState:
         self.handle = handle
         self.pending: set[ActorFuture[Any]] = set()
         self.closed = False
+        self._closed_event = threading.Event()
+        # Threads blocked in an HTTP exchange for this client, and how many times each.
+        self._blocked: dict[int, int] = {}
+        self._blocked_lock = threading.Lock()
 
     def is_closed(self) -> bool:
         """Whether this client (or its ServiceClient) closed."""
@@ -42,3 +50,47 @@ class ClientState:
         """Fail every pending future with ``error``."""
         for future in self.pending.copy():
             future.set_exception(error)
+
+    def wait(self, seconds: float) -> bool:
+        """Wait ``seconds``, cut short when the client closes; True when it closed.
+
+        Tests that inject the tree's ``sleep`` get it called instead (no real wait).
+        """
+        if self.runtime.injected_sleep is not None:
+            self.runtime.injected_sleep(seconds)
+        elif seconds > 0:
+            self._closed_event.wait(seconds)
+        return self.is_closed()
+
+    @contextlib.contextmanager
+    def blocking(self) -> Iterator[None]:
+        """Mark the calling thread as working for this client while the block runs: closing
+        the client shuts down the connection it is blocked on (see :meth:`interrupt`)."""
+        me = threading.get_ident()
+        with self._blocked_lock:
+            self._blocked[me] = self._blocked.get(me, 0) + 1
+        try:
+            yield
+        finally:
+            with self._blocked_lock:
+                left = self._blocked[me] - 1
+                if left:
+                    self._blocked[me] = left
+                else:
+                    del self._blocked[me]
+
+    def threads(self) -> list[threading.Thread]:
+        """Threads of this client's own besides its actor's (joined when the tree closes)."""
+        return []
+
+    def retire_threads(self) -> None:
+        """The client is forgotten (released, or failed for good): let its own threads end
+        once their current work is done."""
+
+    def mark_closed(self) -> None:
+        """Set the closed flag, wake this client's waits and cut its threads' exchanges."""
+        self.closed = True
+        self._closed_event.set()
+        with self._blocked_lock:
+            threads = set(self._blocked)
+        self.runtime.transport.interrupt(threads)

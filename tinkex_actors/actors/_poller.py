@@ -140,6 +140,7 @@ def poll_future(
     deadline: float | None = None,
     roundtrip: float | None = None,
     is_closed: Callable[[], bool] | None = None,
+    metadata_known: bool = False,
 ) -> T:
     """Poll ``request_id`` until its result (of type ``expected``) arrives.
 
@@ -155,6 +156,8 @@ def poll_future(
             on the first poll).
         is_closed: a callable returning True once the caller's client closed (default: the
             runtime's flag).
+        metadata_known: the completion was already reported (``retrieve_futures``): ask for
+            the payload at once (``allow_metadata_only`` false from the first poll).
 
     Raises:
         RequestFailedError: the server ran the request and it failed.
@@ -169,7 +172,7 @@ def poll_future(
     accept = c.CONTENT_PROTOBUF if proto else c.CONTENT_JSON
     billing_window = float(runtime.announced.billing_exception_max_pause_duration_sec)
     iteration = 0
-    allow_metadata = True
+    allow_metadata = not metadata_known
     backoffs = 0  # consecutive connection-type failures (connection errors, timeouts, 429)
     server_errors = 0  # consecutive 5xx
     bad_requests = 0

@@ -30,7 +30,8 @@ __all__ = ["WorkerPool"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_Task = tuple[ActorFuture[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+# (future or None for fire-and-forget work, function, args, kwargs)
+_Task = tuple[ActorFuture[Any] | None, Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 _pool_ids = itertools.count(1)
 
 
@@ -91,16 +92,38 @@ class WorkerPool:
         Raises:
             ClientClosedError: the pool was shut down (``future`` is left untouched).
         """
+        self._enqueue((future, fn, args, kwargs))
+
+    def _enqueue(self, task: _Task) -> None:
         with self._lock:
             if self._closed:
                 raise ClientClosedError("the worker pool is shut down")
             tasks = self._tasks
-            tasks.append((future, fn, args, kwargs))
+            tasks.append(task)
             if self._waiting:
                 self._work_ready.notify()
             # A woken worker takes one task: start another while tasks outnumber waiters.
             if len(tasks) > self._waiting and len(self._threads) < self._max_workers:
                 self._start_worker()
+
+    def execute(self, fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Queue ``fn(*args, **kwargs)`` with no future: ``fn`` completes whatever it serves
+        itself. An exception escaping it is a bug: logged at ERROR, never lost silently.
+
+        Raises:
+            ClientClosedError: the pool was shut down.
+        """
+        self._enqueue((None, fn, args, kwargs))
+
+    def thread_idents(self) -> set[int]:
+        """The ids of the worker threads alive now (to interrupt their HTTP exchanges)."""
+        with self._lock:
+            return {t.ident for t in self._threads if t.ident is not None}
+
+    def threads(self) -> list[threading.Thread]:
+        """The worker threads alive now (to join them)."""
+        with self._lock:
+            return list(self._threads)
 
     def shutdown(self, *, wait: bool = False, timeout: float = 5.0) -> None:
         """Stop accepting work; fail queued tasks with ClientClosedError; stop the threads.
@@ -115,7 +138,10 @@ class WorkerPool:
             self._tasks.clear()
             self._work_ready.notify_all()
         for item in queued:
-            item[0].set_exception(ClientClosedError("the client was closed before this ran"))
+            # Fire-and-forget work is dropped: its owner fails what it serves when it closes.
+            future = item[0]
+            if future is not None:
+                future.set_exception(ClientClosedError("the client was closed before this ran"))
         if wait:
             # One deadline for all threads: shutdown is bounded by ``timeout``, not n * timeout.
             deadline = time.monotonic() + timeout
@@ -161,6 +187,16 @@ class WorkerPool:
     @staticmethod
     def _run(item: _Task) -> None:
         fut, fn, args, kwargs = item
+        if fut is None:
+            try:
+                fn(*args, **kwargs)
+            except BaseException as exc:
+                get_logger("pool").error(
+                    "tinkex.pool.task_failed",
+                    task=getattr(fn, "__qualname__", "?"),
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                )
+            return
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 if TYPE_CHECKING:
-    from tinkex_actors.actors._sampling import SamplerState
+    from tinkex_actors.actors._sampler_state import SamplerState
 
 __all__ = ["SamplerRegistry", "SamplerSnapshot", "samplers"]
 

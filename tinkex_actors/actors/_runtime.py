@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -65,7 +64,6 @@ class Runtime:
         self.tenant = tenant
         self.transport = tenant.transport
         self.pool = tenant.pool
-        self.limiter = tenant.limiter
         self.session_id = session_id
         self.announced = announced
         self.chunk_limits = chunk_limits(config, announced)
@@ -76,7 +74,8 @@ class Runtime:
         )
         self.closed = False
         self._closed_event = threading.Event()
-        self._sleep = sleep
+        #: The sleep injected by tests (fault timing), or None for real, interruptible waits.
+        self.injected_sleep = sleep
         self._model_seq = itertools.count()
         self._sampling_seq = itertools.count()
         # handle id -> TrainingState | SamplerState of every live child.
@@ -111,11 +110,7 @@ class Runtime:
         """Wait ``seconds`` (cut short by close); returns True when the client closed."""
         if seconds <= 0:
             return self.closed
-        if self._sleep is not None:
-            self._sleep(seconds)
+        if self.injected_sleep is not None:
+            self.injected_sleep(seconds)
             return self.closed
         return self._closed_event.wait(seconds)
-
-    def wait_until(self, deadline: float) -> bool:
-        """Wait until the monotonic time ``deadline``; True when the client closed."""
-        return self.wait(deadline - time.monotonic())

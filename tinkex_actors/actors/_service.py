@@ -31,6 +31,7 @@ from tinkex_actors._logging import get_logger
 from tinkex_actors.actors._base import ActorHandle, Call, ChildActor, ChildCrashed
 from tinkex_actors.actors._registry import samplers
 from tinkex_actors.actors._runtime import Runtime
+from tinkex_actors.actors._sample_flow import fall_back
 from tinkex_actors.actors._sampling import SamplerState, SamplingActor
 from tinkex_actors.actors._training import TrainingActor, TrainingState
 from tinkex_actors.errors import ChildFailedError, ClientClosedError
@@ -241,16 +242,23 @@ class ServiceActor(ChildActor):
         record.actor_class.start(record.state, handle, self.actor_ref, message.backlog)
 
     def _forget(self, handle: ActorHandle) -> None:
-        self._records.pop(handle.id, None)
+        record = self._records.pop(handle.id, None)
         self.runtime.children.pop(handle.id, None)
+        if record is not None:
+            record.state.retire_threads()
 
     def _release(self, handle: ActorHandle) -> None:
         record = self._records.get(handle.id)
         if record is None:
             return
         self._forget(handle)
-        if isinstance(record.state, SamplerState):
-            samplers.withdraw(record.state.key)
+        state = record.state
+        if isinstance(state, SamplerState):
+            samplers.withdraw(state.key)
+            if not state.closed:
+                # The facade was dropped: samples already sent still complete, polled singly
+                # now that the actor (the session's poller) stops.
+                fall_back(state, None)
         ref = handle.ref
         if ref is not None:
             with contextlib.suppress(pykka.ActorDeadError):

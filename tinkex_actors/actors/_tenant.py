@@ -1,10 +1,22 @@
-"""Per-tenant resources: one connection pool, one worker pool, one sampling rate limiter.
+"""Per-tenant resources: one connection pool and the thread lanes every client shares.
 
 A *tenant* is one :class:`~tinkex_actors.config.Config` (base URL, key and options). Every
-ServiceClient of a tenant shares its :class:`Tenant`; different configs share nothing, so one
-tenant's 429 back-off, slow server or crash never slows another. Tenants are reference
-counted: the last ServiceClient to close shuts the worker pool down (joining its threads) and
-releases the connection pool, so a closed client leaves no thread behind.
+ServiceClient of a tenant shares its :class:`Tenant`; different configs share no pool or
+thread, so one tenant's slow server or burst never delays another. The sampling back-off is
+the exception, by design: it belongs to the API key the server rate-limits, so it is shared
+by every tenant on that key (:mod:`~tinkex_actors.actors._key_limits`).
+
+Lanes (bounded :class:`WorkerPool` s, threads started on demand and retired when idle):
+
+* ``sampling``: submits samples and fetches their results. A sample in flight holds no
+  thread: its completion is reported by its sampling session's batched poll.
+* ``polls``: single ``retrieve_future`` long polls of samples, only for servers that do not
+  offer batched polling (each pending sample then needs its own outstanding poll).
+* ``pool``: the rest (telemetry uploads, capability lookups).
+
+Training clients have a lane of their own each (see ``_training``), so their results never
+wait behind sampling work. Tenants are reference counted: the last ServiceClient to close
+shuts the lanes down and releases the connection pool, so a closed client leaves no thread.
 
 A ServiceClient built with an injected transport backend or ``sleep`` (tests: fault timing)
 gets a private tenant of its own, never shared.
@@ -17,9 +29,10 @@ import time
 from collections.abc import Callable
 
 from tinkex_actors import _constants as c
+from tinkex_actors.actors._key_limits import KeyLimiter, key_limiters
 from tinkex_actors.actors._pool import WorkerPool
+from tinkex_actors.actors._timers import Deadlines
 from tinkex_actors.config import Config
-from tinkex_actors.errors import ClientClosedError, TinkexTimeoutError
 from tinkex_actors.transport import (
     Backend,
     HTTPTransport,
@@ -27,117 +40,22 @@ from tinkex_actors.transport import (
     release_transport,
 )
 
-__all__ = ["RateLimiter", "Tenant", "TenantRegistry", "tenants"]
-
-# Longest single wait while blocked on the in-flight bound (re-checks the throttle window).
-_INFLIGHT_RECHECK = 0.25
-
-
-class RateLimiter:
-    """A tenant's sampling back-off (after a 429) and its bound on samples in flight.
-
-    ``backoff_until`` and ``throttle_until`` are plain floats (``time.monotonic`` values) that
-    senders read without a lock; writers take the lock. Thread-safe.
-
-    Args:
-        max_inflight: samples in flight at once, normally.
-        max_throttled: the bound while a recent back-off's throttle window is open.
-        clock: monotonic clock (tests may pass a fake).
-    """
-
-    __slots__ = (
-        "_clock",
-        "_cond",
-        "_inflight",
-        "backoff_until",
-        "max_inflight",
-        "max_throttled",
-        "throttle_until",
-    )
-
-    def __init__(
-        self,
-        max_inflight: int,
-        max_throttled: int,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_inflight = max_inflight
-        self.max_throttled = max_throttled
-        self.backoff_until = 0.0
-        self.throttle_until = 0.0
-        self._clock = clock
-        self._inflight = 0
-        self._cond = threading.Condition(threading.Lock())
-
-    @property
-    def inflight(self) -> int:
-        """Samples in flight now."""
-        return self._inflight
-
-    def backoff_remaining(self) -> float:
-        """Seconds until the back-off ends (0 when none is active). Lock-free."""
-        until = self.backoff_until
-        if not until:
-            return 0.0
-        return max(0.0, until - self._clock())
-
-    def set_backoff(self, seconds: float) -> None:
-        """A 429: every sender of the tenant waits ``seconds``; throttling follows."""
-        until = self._clock() + seconds
-        with self._cond:
-            if until > self.backoff_until:
-                self.backoff_until = until
-                self.throttle_until = until + c.SAMPLE_THROTTLE_WINDOW
-
-    def clear_backoff(self) -> None:
-        """A success: the back-off ends (the throttle window stays open until it expires)."""
-        if self.backoff_until:
-            self.backoff_until = 0.0
-
-    def limit(self) -> int:
-        """The in-flight bound now (smaller inside a throttle window)."""
-        if self.throttle_until and self._clock() < self.throttle_until:
-            return self.max_throttled
-        return self.max_inflight
-
-    def acquire(self, deadline: float | None, is_closed: Callable[[], bool]) -> None:
-        """Take one in-flight slot, waiting while the tenant is at its bound.
-
-        Raises:
-            TinkexTimeoutError: ``deadline`` (a monotonic time) passed while waiting.
-            ClientClosedError: the client closed while waiting.
-        """
-        with self._cond:
-            while self._inflight >= self.limit():
-                if is_closed():
-                    raise ClientClosedError("the client was closed while the sample waited")
-                wait = _INFLIGHT_RECHECK
-                if deadline is not None:
-                    left = deadline - self._clock()
-                    if left <= 0:
-                        raise TinkexTimeoutError(
-                            "the sample's timeout passed while waiting for an in-flight slot"
-                        )
-                    wait = min(wait, left)
-                self._cond.wait(wait)
-            self._inflight += 1
-
-    def release(self) -> None:
-        """Give a slot back."""
-        with self._cond:
-            self._inflight -= 1
-            self._cond.notify()
+__all__ = ["Tenant", "TenantRegistry", "tenants"]
 
 
 class Tenant:
-    """The shared resources of one Config: HTTP transport, worker pool, rate limiter.
+    """The shared resources of one Config: HTTP transport, thread lanes, deadlines.
 
     Attributes:
         config: the tenant's configuration.
         transport: its pooled HTTP transport.
-        pool: its bounded worker pool (polling and sample dispatch), at most
-            ``config.http_pool_size`` threads, so every worker can hold a pooled connection.
-        limiter: its sampling back-off and in-flight bound.
+        pool: general work (telemetry uploads, capability lookups).
+        sampling: submits samples and fetches their results
+            (``config.sample_dispatch_threads`` threads at most).
+        polls: single long polls of samples for servers without batched polling
+            (``config.poll_threads`` threads at most).
+        deadlines: runs sample timeouts from one thread.
+        limiter: the sampling back-off of the tenant's API key (shared across tenants).
         private: True for a tenant built around an injected backend (never shared).
     """
 
@@ -145,17 +63,34 @@ class Tenant:
         self.config = config
         self.transport = transport
         self.private = private
-        self.pool = WorkerPool(
-            config.http_pool_size,
-            name=f"tinkex-{config.tenant_id[:8]}",
-            idle_timeout=c.WORKER_IDLE_TIMEOUT,
+        name = f"tinkex-{config.tenant_id[:8]}"
+        idle = c.WORKER_IDLE_TIMEOUT
+        self.pool = WorkerPool(c.TENANT_POOL_WORKERS, name=name, idle_timeout=idle)
+        self.sampling = WorkerPool(
+            config.sample_dispatch_threads, name=f"{name}-sample", idle_timeout=idle
         )
-        self.limiter = RateLimiter(config.sample_max_inflight, config.sample_max_inflight_throttled)
+        self.polls = WorkerPool(config.poll_threads, name=f"{name}-poll", idle_timeout=idle)
+        self.deadlines = Deadlines(f"{name}-deadlines", idle_timeout=idle)
+        self.limiter: KeyLimiter = key_limiters.acquire(config)
         self.holders = 1
 
+    def lanes(self) -> tuple[WorkerPool, ...]:
+        """Every thread lane of the tenant."""
+        return (self.pool, self.sampling, self.polls)
+
     def close(self, timeout: float) -> None:
-        """Stop the pool (joining its threads up to ``timeout``) and release the transport."""
-        self.pool.shutdown(wait=True, timeout=timeout)
+        """Stop the lanes (cutting their HTTP exchanges short, joining their threads up to
+        ``timeout``) and release the transport."""
+        deadline = time.monotonic() + timeout
+        threads: set[int] = set()
+        for lane in self.lanes():
+            lane.shutdown(wait=False)
+            threads |= lane.thread_idents()
+        self.deadlines.shutdown()
+        self.transport.interrupt(threads)
+        for lane in self.lanes():
+            lane.shutdown(wait=True, timeout=max(0.0, deadline - time.monotonic()))
+        key_limiters.release(self.limiter)
         if self.private:
             self.transport.close()
         else:
@@ -182,7 +117,7 @@ class TenantRegistry:
         """The tenant of ``config`` (created on first use), with one more holder.
 
         With ``backend`` or ``sleep`` the tenant is private: its own transport around the
-        injected backend, its own pool and limiter.
+        injected backend, its own lanes.
         """
         if backend is not None or sleep is not None:
             transport = HTTPTransport(config, backend=backend, sleep=sleep or time.sleep)

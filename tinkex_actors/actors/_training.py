@@ -3,10 +3,13 @@
 A call reaches the actor as one mailbox message. The actor assigns the model's next
 ``seq_id`` (1, 2, 3, ... without gaps), POSTs the request (forward_backward: one POST per
 chunk, bodies already validated, chunked and encoded in the caller's thread), and hands the
-untyped futures to the tenant's worker pool, which polls them, combines chunk outputs in
-order and completes the caller's :class:`ActorFuture`. The actor is then free for the next
-message: an ``optim_step`` submitted right after a ``forward_backward`` is sent without
-waiting for the forward_backward's result, so a training loop pipelines.
+untyped futures to the client's own result lane (one thread, started on demand), which polls
+them, combines chunk outputs in order and completes the caller's :class:`ActorFuture`. The
+server runs a model's requests in seq_id order, so polling them one after another in that
+order costs no wait, and no sampling work (on other lanes) can delay a training result. The
+actor is then free for the next message: an ``optim_step`` submitted right after a
+``forward_backward`` is sent without waiting for the forward_backward's result, so a training
+loop pipelines.
 
 State that must survive a restart (model id, next seq_id, cached get_info, pending futures)
 lives in :class:`TrainingState`, outside the actor instance: a restarted actor continues the
@@ -22,6 +25,7 @@ the taken id at once instead of failing (see ``_post_sequenced``).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
@@ -33,6 +37,7 @@ from tinkex_actors._metrics_reduction import combine_forward_backward_outputs
 from tinkex_actors.actors._base import ActorHandle, Call, ChildActor, Crash
 from tinkex_actors.actors._client_state import ClientState
 from tinkex_actors.actors._poller import UntypedFuture, fast_key, poll_future, untyped_future
+from tinkex_actors.actors._pool import WorkerPool
 from tinkex_actors.actors._queue_state import QueueStateTracker
 from tinkex_actors.actors._runtime import Runtime
 from tinkex_actors.errors import (
@@ -102,11 +107,24 @@ class TrainingState(ClientState):
             f"{runtime.session_id}:model_seq_id={model_seq_id}",
             runtime.config.tenant_id,
         )
+        #: This client's result lane: polls in seq_id order, never behind sampling work.
+        self.lane = WorkerPool(
+            1, name=f"tinkex-train-{handle.id}", idle_timeout=c.WORKER_IDLE_TIMEOUT
+        )
         self._compressor: Any = None
 
+    def threads(self) -> list[threading.Thread]:
+        """The result lane's thread, when it runs."""
+        return self.lane.threads()
+
+    def retire_threads(self) -> None:
+        """Stop the result lane once its current work is done."""
+        self.lane.shutdown(wait=False)
+
     def close(self) -> None:
-        """Mark closed and fail what is pending with ClientClosedError."""
-        self.closed = True
+        """Mark closed, cut its polls short and fail what is pending with ClientClosedError."""
+        self.mark_closed()
+        self.retire_threads()
         self.fail_pending(ClientClosedError(f"the training client {self.model_id} was closed"))
 
     def compress(self, body: bytes) -> bytes:
@@ -141,7 +159,8 @@ def guarded(state: TrainingState, fn: Callable[..., T], *args: Any) -> T:
     supervisor restarts it (or gives up on the client after too many crashes).
     """
     try:
-        return fn(*args)
+        with state.blocking():
+            return fn(*args)
     except TinkexError:
         raise
     except Exception as exc:
@@ -272,7 +291,7 @@ class TrainingActor(ChildActor):
         return untyped_future(response)
 
     def _hand_off(self, future: ActorFuture[Any], fn: Callable[..., Any], *args: Any) -> None:
-        self.state.runtime.pool.submit_into(future, guarded, self.state, fn, *args)
+        self.state.lane.submit_into(future, guarded, self.state, fn, *args)
 
     # ------------------------------------------------------------------ creation
     def create_model(

@@ -21,6 +21,7 @@ and our jar refuses every cookie). One backend serves every thread of its tenant
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import http.cookiejar
@@ -30,12 +31,14 @@ import urllib.parse
 import urllib.request
 import weakref
 from collections.abc import Iterator, Mapping
-from typing import Final
+from typing import Any, Final
 
 import requests
 import requests.adapters
 import requests.exceptions
 import requests.utils
+import urllib3
+import urllib3.connection
 import urllib3.exceptions
 
 from tinkex_actors._redact import redact_url, scrub
@@ -43,7 +46,7 @@ from tinkex_actors.config import Config
 from tinkex_actors.errors import APIConnectionError, APITimeoutError, ResponseTooLargeError
 from tinkex_actors.transport._types import RawResponse, Timeouts
 
-__all__ = ["NETWORK_ERRORS", "RequestsBackend"]
+__all__ = ["NETWORK_ERRORS", "RequestsBackend", "interrupt_threads"]
 
 # Host pools kept per tenant: the base URL's, plus a few for signed download URLs.
 _HOST_POOLS: Final = 8
@@ -109,6 +112,78 @@ class _ProxyChoice:
         return requests.utils.get_environ_proxies(f"{scheme}://{netloc}/")
 
 
+# ---------------------------------------------------------------------------- interrupting
+# Connections that carried a request, with the thread that sent it last: closing a client
+# shuts down the sockets its threads are blocked on (a long poll holds for ~30 s), so its
+# threads end at once instead of when the server answers.
+_in_use: weakref.WeakSet[urllib3.connection.HTTPConnection] = weakref.WeakSet()
+_in_use_lock = threading.Lock()
+_SHUT_RDWR: Final = 2  # socket.SHUT_RDWR on every platform
+
+
+class _TrackedHTTPConnection(urllib3.connection.HTTPConnection):
+    tinkex_owner = 0
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self.tinkex_owner = threading.get_ident()
+        with _in_use_lock:
+            _in_use.add(self)
+        super().request(*args, **kwargs)
+
+
+class _TrackedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    tinkex_owner = 0
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self.tinkex_owner = threading.get_ident()
+        with _in_use_lock:
+            _in_use.add(self)
+        super().request(*args, **kwargs)
+
+
+class _TrackedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+_TRACKED_POOLS: Final = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
+
+
+class _TrackingAdapter(requests.adapters.HTTPAdapter):
+    """An HTTPAdapter whose connections remember the thread using them (see interrupt)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _TRACKED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _TRACKED_POOLS
+        return manager
+
+
+def interrupt_threads(idents: frozenset[int] | set[int]) -> int:
+    """Shut down the connections last used by the threads ``idents``.
+
+    A thread blocked reading an answer on one of them gets an ``APIConnectionError`` at once.
+    Safe at any time: a connection sitting idle in its pool is detected as dropped and replaced
+    on its next use. Returns how many connections were shut down.
+    """
+    with _in_use_lock:
+        chosen = [conn for conn in _in_use if conn.tinkex_owner in idents]  # type: ignore[attr-defined]
+    count = 0
+    for conn in chosen:
+        sock = conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(_SHUT_RDWR)
+                count += 1
+    return count
+
+
 def _refuse_cookies() -> http.cookiejar.DefaultCookiePolicy:
     # The protocol has no cookies; a server that sets some must not make the jar grow.
     return http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
@@ -145,7 +220,7 @@ class RequestsBackend:
         session = requests.Session()
         session.trust_env = False
         session.cookies.set_policy(_refuse_cookies())
-        adapter = self._custom_adapter or requests.adapters.HTTPAdapter(
+        adapter = self._custom_adapter or _TrackingAdapter(
             pool_connections=_HOST_POOLS,
             pool_maxsize=config.http_pool_size,
             pool_block=config.http_pool_block,
@@ -268,6 +343,10 @@ class RequestsBackend:
     ) -> _Stream:
         """Send one bodiless request; the body is read later (see ``Backend.open``)."""
         return _Stream(self._send(method, url, headers, None, timeouts), url, self)
+
+    def interrupt(self, threads: frozenset[int] | set[int]) -> None:
+        """Cut the exchanges the threads ``threads`` are blocked in (see ``interrupt_threads``)."""
+        interrupt_threads(threads)
 
     def close(self) -> None:
         """Close every pooled connection."""

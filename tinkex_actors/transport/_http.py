@@ -523,6 +523,14 @@ class HTTPTransport:
         )
 
     # ------------------------------------------------------------------ lifecycle
+    def interrupt(self, threads: set[int] | frozenset[int]) -> None:
+        """Cut short the exchanges the threads ``threads`` are blocked in (a long poll of a
+        closing client): they fail at once with ``APIConnectionError``. Never raises."""
+        if threads:
+            interrupt = getattr(self._backend, "interrupt", None)
+            if interrupt is not None:
+                interrupt(threads)
+
     def close(self) -> None:
         """Close the pooled connections. Idempotent; later calls raise ``ClientClosedError``."""
         if self._closed:

@@ -1,0 +1,443 @@
+"""The life of a sample, from ``sample()`` to its result, with no thread held while it waits.
+
+::
+
+    sample()  ──admit──►  sampling lane: submit (POST asample; 429 = the key backs off and the
+    (caller)   or queue                 same request is sent again)
+                                        │
+                    batched (server announced retrieve_futures)     single polls (otherwise)
+                    │                                               │
+                    SamplingActor's poll loop reports completions   polls lane: retrieve_future
+                    for every pending request of the session        long poll for this request
+                    │                                               │
+                    sampling lane: fetch the result (one            │
+                    retrieve_future, already complete)              │
+                    └──────────────────────────► finish ◄───────────┘
+                                                   set the future, free the slot, admit the
+                                                   next queued sample, acknowledge the id
+
+A sample in flight holds no thread in batched mode: it is one entry in its client's
+``watched`` map until the session's poll reports it. Single polls need one outstanding long
+poll each, on a bounded lane (``Config.poll_threads``); completed requests answer at once, so
+the lane drains quickly even when more samples are in flight than it has threads.
+
+Deadlines (``sample(timeout=)``) are run by the tenant's :class:`Deadlines` thread, so a sample
+fails on time whether it is queued, submitted or being fetched. A 410 (the server expired the
+request) submits the sample again with a new ``seq_id``, keeping its slot.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Final
+
+import orjson
+
+from tinkex_actors import _constants as c
+from tinkex_actors._logging import get_logger
+from tinkex_actors.actors._base import Crash
+from tinkex_actors.actors._poller import fast_key, poll_future, untyped_future
+from tinkex_actors.actors._sampler_state import SamplerState, Submission
+from tinkex_actors.errors import (
+    ActorCrashedError,
+    APIStatusError,
+    ClientClosedError,
+    GoneError,
+    RateLimitError,
+    ResponseDecodeError,
+    TinkexError,
+    TinkexTimeoutError,
+)
+from tinkex_actors.transport import POLL_POLICY, Response, RetryPolicy
+from tinkex_actors.types import (
+    ImageAssetPointerChunk,
+    ImageChunk,
+    ModelInput,
+    SampleResponse,
+)
+from tinkex_actors.types._model_input import DmelChunk
+
+__all__ = ["RETRIEVE_FUTURES_PATH", "fall_back", "poll_completions", "prompt_bytes", "start"]
+
+_ASAMPLE_PATH: Final = f"{c.API_PREFIX}/asample"
+RETRIEVE_FUTURES_PATH: Final = f"{c.API_PREFIX}/retrieve_futures"
+_BACKPRESSURE: Final = {c.HEADER_SAMPLING_BACKPRESSURE: "1"}
+# 429 is not retried by the transport: it is the protocol's back-pressure signal, handled in
+# _submit (the key backs off, then the same request is sent again).
+_SUBMIT_POLICY: Final = RetryPolicy(retry_statuses=frozenset({408}))
+
+
+def prompt_bytes(prompt: ModelInput) -> int:
+    """The protocol's size estimate of a prompt (10 bytes per token, raw image bytes)."""
+    total = 0
+    for chunk in prompt.chunks:
+        if isinstance(chunk, ImageChunk):
+            total += len(chunk.data)
+        elif isinstance(chunk, ImageAssetPointerChunk):
+            total += len(chunk.location)
+        elif isinstance(chunk, DmelChunk):
+            total += len(chunk.dmel)
+        else:
+            total += chunk.length * c.SAMPLE_BYTES_PER_TOKEN
+    return total
+
+
+# ---------------------------------------------------------------------------- start and finish
+def start(sub: Submission) -> None:
+    """Admit ``sub`` (or queue it, holding no thread) and arm its deadline. Caller's thread.
+
+    Raises:
+        QueueFullError / TinkexTimeoutError / ClientClosedError: see ``SamplerState.admit``.
+    """
+    state = sub.state
+    if sub.deadline is not None:
+        deadlines = state.runtime.tenant.deadlines
+        sub.timer = deadlines.schedule(sub.deadline, functools.partial(_expire, sub))
+        sub.future.add_done_callback(lambda _: _disarm(sub))
+    if state.admit(sub):
+        _dispatch_later(sub)
+
+
+def _disarm(sub: Submission) -> None:
+    if sub.timer is not None:
+        sub.state.runtime.tenant.deadlines.cancel(sub.timer)
+
+
+def finish(
+    sub: Submission, result: SampleResponse | None = None, error: BaseException | None = None
+) -> None:
+    """Complete ``sub`` (once), free its slot and dispatch the next queued sample."""
+    state = sub.state
+    successor = state.settle(sub)
+    if error is not None:
+        sub.future.set_exception(error)
+    elif result is not None:
+        sub.future.set_result(result)
+    if successor is not None:
+        _dispatch_later(successor)
+
+
+def _expire(sub: Submission) -> None:
+    # The tenant's deadline thread: fail the sample now, wherever it is.
+    finish(sub, error=TinkexTimeoutError("the sample's timeout passed before its result came"))
+
+
+def _dispatch_later(sub: Submission) -> None:
+    try:
+        sub.state.runtime.tenant.sampling.execute(_dispatch, sub)
+    except ClientClosedError as exc:
+        finish(sub, error=exc)
+
+
+def _closed_error(state: SamplerState) -> ClientClosedError:
+    return ClientClosedError(f"the sampling client {state.sampler_id} was closed")
+
+
+def _failed(sub: Submission, exc: BaseException) -> None:
+    """Finish ``sub`` with ``exc``: typed errors as they are, anything else as a crash of the
+    client's actor (let it crash: its supervisor restarts it)."""
+    state = sub.state
+    if state.is_closed():
+        finish(sub, error=_closed_error(state))
+    elif isinstance(exc, TinkexError):
+        finish(sub, error=exc)
+    else:
+        state.handle.send_crash(Crash(exc))
+        error = ActorCrashedError(
+            f"sampling client {state.sampler_id}: unexpected {type(exc).__name__} while "
+            f"sampling: {exc}"
+        )
+        error.__cause__ = exc
+        finish(sub, error=error)
+
+
+# ---------------------------------------------------------------------------- submission
+def _dispatch(sub: Submission) -> None:
+    """Sampling lane: submit ``sub``, then wait for its completion without a thread."""
+    state = sub.state
+    if sub.finished:
+        return
+    if state.is_closed():
+        finish(sub, error=_closed_error(state))
+        return
+    try:
+        with state.blocking():
+            response = _submit(sub)
+        submitted = untyped_future(response)
+    except Exception as exc:
+        _failed(sub, exc)
+        return
+    sub.request_id = submitted.request_id
+    sub.sequence_ids = submitted.sample_sequence_ids
+    if state.batched:
+        if state.watch(sub):
+            _start_poll_loop(state)
+    else:
+        _poll_singly(sub)
+
+
+def _submit(sub: Submission) -> Response:
+    state = sub.state
+    runtime = state.runtime
+    limiter = runtime.tenant.limiter
+    config = runtime.config
+    while True:
+        if state.is_closed():
+            raise _closed_error(state)
+        limiter.wait_backoff(sub.deadline, state.wait)
+        limiter.enter_dispatch(sub.deadline, state.is_closed)
+        started = time.monotonic()
+        try:
+            timeout: float | None = None
+            if sub.deadline is not None:
+                left = sub.deadline - started
+                if left <= 0:
+                    raise TinkexTimeoutError("the sample's timeout passed before it was sent")
+                timeout = max(min(config.timeout, left), c.POLL_MIN_TIMEOUT)
+            response = runtime.transport.request(
+                "POST",
+                _ASAMPLE_PATH,
+                body=orjson.dumps({**sub.body, "seq_id": sub.seq}),
+                headers=_BACKPRESSURE,
+                timeout=timeout,
+                max_retries=config.max_retries,
+                idempotency_key=sub.key,
+                policy=_SUBMIT_POLICY,
+                deadline=sub.deadline,
+                sleep=state.wait,
+            )
+        except RateLimitError:
+            limiter.set_backoff(c.SAMPLE_BACKOFF_LARGE if sub.large else c.SAMPLE_BACKOFF)
+            continue  # the same seq_id and key, after the back-off
+        except TinkexError:
+            if state.is_closed():
+                raise _closed_error(state) from None
+            raise
+        finally:
+            limiter.leave_dispatch()
+        limiter.clear_backoff()
+        sub.roundtrip = time.monotonic() - started
+        return response
+
+
+def _resubmit(sub: Submission) -> None:
+    # The server expired the request (410): this is a new sample now, in the same slot.
+    state = sub.state
+    with state.lock:
+        if sub.finished:
+            return
+        if sub.request_id is not None:
+            state.watched.pop(sub.request_id, None)
+        sub.request_id = None
+    sub.seq = next(state.seq) + state.clone_id * c.SAMPLE_SEQ_ID_STRIDE
+    sub.key = fast_key()
+    _dispatch_later(sub)
+
+
+# ---------------------------------------------------------------------------- results
+def _deliver(sub: Submission, result: SampleResponse) -> None:
+    result = result.check_honors(sub.request)
+    ids = sub.sequence_ids
+    finish(sub, result=result if ids is None else result.with_sequence_ids(ids))
+
+
+def _poll_singly(sub: Submission) -> None:
+    try:
+        sub.state.runtime.tenant.polls.execute(_poll_single, sub)
+    except ClientClosedError as exc:
+        finish(sub, error=exc)
+
+
+def _poll_single(sub: Submission) -> None:
+    """Polls lane: one long poll (or several) of ``sub``'s request until its result."""
+    if sub.finished or sub.request_id is None:
+        return
+    _fetch(sub, metadata_known=False)
+
+
+def _fetch(sub: Submission, *, metadata_known: bool = True) -> None:
+    """Retrieve ``sub``'s result (after its completion was reported, or by long polling)."""
+    state = sub.state
+    request_id = sub.request_id
+    if sub.finished or request_id is None:
+        return
+    try:
+        with state.blocking():
+            result = poll_future(
+                state.runtime,
+                request_id,
+                SampleResponse,
+                request_type="Sample",
+                proto=True,
+                tracker=state.tracker,
+                deadline=sub.deadline,
+                roundtrip=None if metadata_known else sub.roundtrip,
+                is_closed=state.is_closed,
+                metadata_known=metadata_known,
+            )
+        _deliver(sub, result)
+    except GoneError:
+        _resubmit(sub)
+    except Exception as exc:
+        _failed(sub, exc)
+    finally:
+        if metadata_known and state.acknowledge(request_id):
+            _start_poll_loop(state)
+
+
+def _fetch_later(sub: Submission) -> None:
+    try:
+        sub.state.runtime.tenant.sampling.execute(_fetch, sub)
+    except ClientClosedError as exc:
+        finish(sub, error=exc)
+
+
+# ---------------------------------------------------------------------------- batched polling
+def _start_poll_loop(state: SamplerState) -> None:
+    # Tell the SamplingActor to poll; if it cannot be told, poll the pending samples singly.
+    from tinkex_actors.actors._sampling import request_poll
+
+    if not request_poll(state):
+        fall_back(state, "the sampling actor is not running")
+
+
+def fall_back(state: SamplerState, why: str | None) -> None:
+    """Give up batched polling for this client: its pending samples are polled singly, and so
+    are later ones. ``why`` is logged (None: an expected switch, e.g. the actor stops)."""
+    if state.batched and why is not None:
+        get_logger("sampling").warning(
+            "tinkex.sampling.batched_polling_off",
+            sampler_id=state.sampler_id,
+            reason=why[:300],
+            hint="each pending sample is polled with retrieve_future instead",
+        )
+    state.batched = False
+    for sub in state.take_pending():
+        _poll_singly(sub)
+    with state.lock:
+        state.acks.clear()
+        state.polling = False
+
+
+def poll_completions(state: SamplerState) -> bool:
+    """One ``retrieve_futures`` long poll for the session (the SamplingActor's thread).
+
+    Hands every reported completion to the sampling lane to fetch, acknowledges what was
+    fetched since the last poll, and copes with answers that name unknown ids (acknowledged),
+    repeat or rewind the cursor (the pending samples are then polled singly, so nothing
+    waits for a completion the server no longer reports). Returns True while there is more
+    to poll for.
+    """
+    if state.is_closed():
+        return False
+    runtime = state.runtime
+    with state.lock:
+        acks = sorted(state.acks)
+        waiting = bool(state.watched)
+        cursor = state.cursor
+    body: dict[str, Any] = {
+        "target": {
+            "type": "sampling_session",
+            "sampling_session_id": state.sampler_id,
+            "cloned_sampler_id": state.clone_id,
+        },
+        "prev_cursor": cursor,
+        "retrieved_request_ids": acks,
+    }
+    if not waiting:
+        body["timeout"] = 0  # only acknowledgements to report: answer at once
+    try:
+        with state.blocking():
+            response = runtime.transport.request(
+                "POST",
+                RETRIEVE_FUTURES_PATH,
+                body=orjson.dumps(body),
+                timeout=runtime.config.poll_timeout if waiting else c.RETRIEVE_FUTURES_ACK_TIMEOUT,
+                max_retries=0,
+                idempotency_key=fast_key(),
+            )
+        completions, new_cursor = _read_completions(response)
+    except TinkexError as exc:
+        return _poll_failed(state, exc)
+    state.poll_failures = 0
+    fetch: list[Submission] = []
+    rewound: list[Submission] = []
+    with state.lock:
+        state.acks.difference_update(acks)
+        if new_cursor < cursor:
+            rewound = list(state.watched.values())
+            state.watched.clear()
+        state.cursor = new_cursor
+        for request_id in completions:
+            sub = state.watched.pop(request_id, None)
+            if sub is None:
+                state.acks.add(request_id)  # not ours to wait for (done, expired, repeated)
+            else:
+                fetch.append(sub)
+    if rewound:
+        get_logger("sampling").warning(
+            "tinkex.sampling.cursor_rewound",
+            sampler_id=state.sampler_id,
+            previous=cursor,
+            cursor=new_cursor,
+            repolled=len(rewound),
+        )
+    for sub in fetch:
+        _fetch_later(sub)
+    for sub in rewound:
+        _poll_singly(sub)
+    return state.stop_polling_if_idle()
+
+
+def _read_completions(response: Response) -> tuple[list[str], int]:
+    data = response.json()
+    completions = data.get("completions") if isinstance(data, dict) else None
+    cursor = data.get("cursor") if isinstance(data, dict) else None
+    if (
+        not isinstance(completions, list)
+        or isinstance(cursor, bool)
+        or not isinstance(cursor, int)
+        or not all(
+            isinstance(item, dict) and isinstance(item.get("request_id"), str)
+            for item in completions
+        )
+    ):
+        raise ResponseDecodeError(
+            f"{response.method} {response.path}: not a retrieve_futures answer",
+            body=response.content,
+            expected='{"completions": [{"request_id": str, ...}], "cursor": int}',
+            method=response.method,
+            path=response.path,
+        )
+    return [item["request_id"] for item in completions], cursor
+
+
+def _poll_failed(state: SamplerState, exc: TinkexError) -> bool:
+    if state.is_closed():
+        return False
+    status = exc.status_code if isinstance(exc, APIStatusError) else None
+    retryable = status is None or status in (408, 429) or status >= c.RETRYABLE_STATUS_FLOOR
+    if isinstance(exc, ResponseDecodeError) or (not retryable and status != 400):
+        # 410 (the session is gone), 404 (no such endpoint or session), a garbled answer:
+        # single polls still work (and report what happened to each request).
+        fall_back(state, f"retrieve_futures failed: {exc}")
+        return False
+    state.poll_failures += 1
+    if status == 400 and state.poll_failures > c.POLL_MAX_BAD_REQUEST_RETRIES:
+        fall_back(state, f"retrieve_futures failed: {exc}")
+        return False
+    delay = POLL_POLICY.backoff(state.poll_failures - 1, _uniform())
+    get_logger("sampling").warning(
+        "tinkex.sampling.poll_retry",
+        sampler_id=state.sampler_id,
+        reason=f"HTTP {status}" if status is not None else type(exc).__name__,
+        delay_s=round(delay, 3),
+    )
+    return not state.wait(delay)
+
+
+def _uniform() -> float:
+    import random
+
+    return random.random()
