@@ -84,7 +84,8 @@ def test_export_is_listed_signed_served_and_managed(api: Api, null_server: Serve
 
 
 def test_export_errors_are_clear(api: Api) -> None:
-    model = api.create_model(api.session())
+    session = api.session()
+    model = api.create_model(session)
     path = api.save(model, 1, "state")
     _export(api, model, 2, "exp")
 
@@ -116,6 +117,12 @@ def test_export_errors_are_clear(api: Api) -> None:
     load = api.post("/load_weights", {"model_id": model, "seq_id": 7, "path": export_path})
     assert load.status_code == 400
     assert "download only" in load.json()["detail"]
+    sampler = api.post(
+        "/create_sampling_session",
+        {"session_id": session, "sampling_session_seq_id": 0, "model_path": export_path},
+    )
+    assert sampler.status_code == 400
+    assert "download only" in sampler.json()["detail"]
     info = api.post("/weights_info", {"tinker_path": export_path})
     assert info.status_code == 200
     assert info.json()["base_model"] == MODEL
