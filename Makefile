@@ -29,8 +29,13 @@ $(VENV)/.demo-installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIPI) -e '.[server,demo]'
 	@touch $@
 
+# tinker-cookbook (tests/cookbook) without its dependencies: it requires tml-renderers, which has
+# no matching release on the index; the dev extra lists what the cookbook's loops do import.
+COOKBOOK := tinker-cookbook==0.6.1
+
 $(VENV)/.test-installed: $(VENV)/.demo-installed
 	$(PIPI) -e '.[server,demo,zstd,numpy,dev]'
+	$(PIPI) --no-deps '$(COOKBOOK)'
 	@touch $@
 
 demo: $(VENV)/.demo-installed

@@ -166,7 +166,7 @@ def test_paths_names_and_ttls(api: Api, model: tuple[str, str]) -> None:
         "tinker://run/weights/a/b",
     ):
         reply = api.post("/weights_info", {"tinker_path": bad})
-        _assert_400(reply, "tinker://<run_id>/<weights|sampler_weights>/<name>")
+        _assert_400(reply, "tinker://<run_id>/<weights|sampler_weights|external_weights>/<name>")
     reply = api.post(
         "/create_sampling_session",
         {"session_id": session, "sampling_session_seq_id": 3, "model_path": "s3://x"},

@@ -35,6 +35,7 @@ from tinkex_actors.server.idempotency import IdempotencyCache
 from tinkex_actors.server.middleware import GuardMiddleware
 from tinkex_actors.server.persistence import save_live_models
 from tinkex_actors.server.rate_limit import SampleRateLimiter
+from tinkex_actors.server.request_log import RequestLogMiddleware
 from tinkex_actors.server.routes import (
     models,
     rest,
@@ -44,7 +45,7 @@ from tinkex_actors.server.routes import (
     training,
     weights,
 )
-from tinkex_actors.server.routes._common import answer
+from tinkex_actors.server.routes._common import answer, release_rejected
 from tinkex_actors.server.routes.futures import FuturesEndpoint
 from tinkex_actors.server.scheduler import Scheduler
 from tinkex_actors.server.sessions import end_session, expire_idle_sessions
@@ -138,6 +139,7 @@ async def _close_state(state: ServerState) -> None:
 
 async def _status_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIStatusError)
+    release_rejected(request, exc.status_code)
     return answer({"detail": str(exc)}, exc.status_code, exc.headers or None)
 
 
@@ -217,8 +219,10 @@ def create_app(
         GuardMiddleware,
         keyring=keyring,
         open_paths=frozenset({f"{API_PREFIX}/healthz"}),
-        open_prefixes=(rest.ARCHIVE_PREFIX,),
+        open_prefixes=(rest.ARCHIVE_PREFIX, rest.FILES_PREFIX),
         max_body_bytes=settings.max_body_bytes,
         tokens=tokens,
     )
+    # Outermost: logs every answer, the guard's 401 and 413 included.
+    app.add_middleware(RequestLogMiddleware)
     return app

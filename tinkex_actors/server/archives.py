@@ -1,11 +1,15 @@
-"""Signed, expiring archive URLs and the streamed tar behind them.
+"""Signed, expiring download URLs and the streams behind them.
 
 The signature is HMAC-SHA256 over ``<path>\\n<expires>`` with a secret generated once per
-data directory (``archive_secret.key``, mode 0600). The download route needs no API key: the
+data directory (``archive_secret.key``, mode 0600). The download routes need no API key: the
 URL is the capability. An altered path, expiry or signature, or an expired URL, gets 403.
+Two kinds of URL are signed: a checkpoint's tar archive (path ``<run>/<kind>/<name>``) and one
+file of a checkpoint (path ``file:<run>/<kind>/<name>/<relpath>``, used for external weights);
+the prefix keeps one kind's signature from being valid for the other.
 
 The tar is produced by a generator, one 64 KiB block at a time; files are opened before the
-first byte is sent, so deleting the checkpoint mid-download cannot truncate it.
+first byte is sent, so deleting the checkpoint mid-download cannot truncate it. A single file
+is streamed the same way (:class:`FileStream`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import BinaryIO
 
 from tinkex_actors.server.secret_file import read_or_create_secret
 
-__all__ = ["ArchiveSigner", "TarStream"]
+__all__ = ["ArchiveSigner", "FileStream", "TarStream", "file_signing_path"]
 
 SECRET_FILE = "archive_secret.key"
 _BLOCK = tarfile.BLOCKSIZE
@@ -47,6 +51,45 @@ class ArchiveSigner:
 
     def __repr__(self) -> str:
         return "ArchiveSigner(<secret>)"
+
+
+def file_signing_path(run_id: str, kind: str, name: str, relpath: str) -> str:
+    """What a one-file download URL signs (distinct from any archive's signed path)."""
+    return f"file:{run_id}/{kind}/{name}/{relpath}"
+
+
+class FileStream:
+    """One regular file, opened now and streamed in 64 KiB chunks.
+
+    Args:
+        path: the file.
+
+    Raises:
+        FileNotFoundError: the file is gone (or is not a regular file).
+    """
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        self._handle: BinaryIO = path.open("rb")
+        #: Bytes the stream yields.
+        self.size = os.fstat(self._handle.fileno()).st_size
+
+    def __iter__(self) -> Iterator[bytes]:
+        remaining = self.size
+        try:
+            while remaining > 0:
+                chunk = self._handle.read(min(_CHUNK, remaining))
+                if not chunk:
+                    raise OSError(f"{self._handle.name} shrank while being sent")
+                remaining -= len(chunk)
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._handle.close()
 
 
 def _padding(size: int, unit: int) -> int:

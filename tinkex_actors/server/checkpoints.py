@@ -1,5 +1,9 @@
 """Checkpoint files under the data directory, and ``tinker://`` paths.
 
+Three kinds share the machinery: ``weights`` (training state, ``save_weights``),
+``sampler_weights`` (``save_weights_for_sampler``) and ``external_weights`` (an export for
+download, ``save_weights_external``; its files may be age-encrypted, so nothing loads it).
+
 A checkpoint is written into ``<data_dir>/tmp/<id>``, every file and the directory are
 fsynced, the directory is renamed to ``<data_dir>/checkpoints/<id>`` and the parent fsynced;
 only then is it recorded in SQLite. A crash at any point leaves either nothing listed or a
@@ -18,7 +22,9 @@ from pathlib import Path
 from tinkex_actors.server.http_errors import bad_request
 
 __all__ = [
+    "EXTERNAL_KIND",
     "KIND_TO_TYPE",
+    "LOADABLE_KINDS",
     "TINKER_PATH_FORM",
     "CheckpointFiles",
     "TinkerPath",
@@ -26,9 +32,12 @@ __all__ = [
     "parse_tinker_path",
 ]
 
-TINKER_PATH_FORM = "tinker://<run_id>/<weights|sampler_weights>/<name>"
 #: Path segment -> checkpoint type reported by the REST API.
-KIND_TO_TYPE = {"weights": "training", "sampler_weights": "sampler"}
+KIND_TO_TYPE = {"weights": "training", "sampler_weights": "sampler", "external_weights": "external"}
+EXTERNAL_KIND = "external_weights"
+#: Kinds whose files the engine can load (load_weights, sampling from a model_path).
+LOADABLE_KINDS = ("weights", "sampler_weights")
+TINKER_PATH_FORM = f"tinker://<run_id>/<{'|'.join(KIND_TO_TYPE)}>/<name>"
 _SCHEME = "tinker://"
 
 
@@ -54,18 +63,29 @@ def parse_checkpoint_id(checkpoint_id: str) -> tuple[str, str]:
     parts = checkpoint_id.split("/")
     if len(parts) != 2 or parts[0] not in KIND_TO_TYPE or not parts[1]:
         raise bad_request(
-            f"invalid checkpoint id {checkpoint_id!r}; expected <weights|sampler_weights>/<name>"
+            f"invalid checkpoint id {checkpoint_id!r}; expected <{'|'.join(KIND_TO_TYPE)}>/<name>"
         )
     return parts[0], parts[1]
 
 
-def parse_tinker_path(path: str, field: str = "path") -> TinkerPath:
-    """Parse a checkpoint path; 400 naming the expected form when it is malformed."""
+def parse_tinker_path(path: str, field: str = "path", *, loadable: bool = True) -> TinkerPath:
+    """Parse a checkpoint path; 400 naming the expected form when it is malformed.
+
+    Args:
+        path: ``tinker://<run_id>/<kind>/<name>``.
+        field: the request field, for the message.
+        loadable: only kinds the engine can load (not ``external_weights`` exports).
+    """
     if not path.startswith(_SCHEME):
         raise bad_request(f"{field}: invalid tinker path {path!r}; expected {TINKER_PATH_FORM}")
     parts = path[len(_SCHEME) :].split("/")
     if len(parts) != 3 or not parts[0] or parts[1] not in KIND_TO_TYPE or not parts[2]:
         raise bad_request(f"{field}: invalid tinker path {path!r}; expected {TINKER_PATH_FORM}")
+    if loadable and parts[1] not in LOADABLE_KINDS:
+        raise bad_request(
+            f"{field}: {path} is an external weights export, which is for download only; "
+            "use a weights/ or sampler_weights/ checkpoint"
+        )
     return TinkerPath(parts[0], parts[1], parts[2])
 
 
@@ -124,6 +144,13 @@ class CheckpointFiles:
     def path(self, dir_name: str) -> Path:
         """Where a committed checkpoint lives."""
         return self.root / dir_name
+
+    def files(self, dir_name: str) -> list[str]:
+        """A committed checkpoint's regular files, as sorted POSIX paths relative to its root."""
+        root = self.path(dir_name)
+        return sorted(
+            entry.relative_to(root).as_posix() for entry in root.rglob("*") if entry.is_file()
+        )
 
     def remove(self, dir_name: str) -> None:
         """Delete a committed checkpoint's files."""

@@ -3,13 +3,22 @@
 The server raises :class:`~tinkex_actors.errors.APIStatusError` subclasses; the app's exception
 handler turns each into its status with a JSON ``{"detail": message}`` body (never an empty
 body: the official SDK treats an empty 400 as a proxy failure).
+
+Clients retry 409 by default (protocol §5.1: it usually means lock contention). Every 409 this
+server sends describes a state that a retry of the same request cannot change (a name taken, a
+checkpoint already public, a ``seq_id`` or idempotency key used for another request), so
+:func:`conflict` adds ``x-should-retry: false`` unless the caller says the conflict may clear.
 """
 
 from __future__ import annotations
 
 import math
 
-from tinkex_actors._constants import HEADER_RETRY_AFTER, HEADER_RETRY_AFTER_MS
+from tinkex_actors._constants import (
+    HEADER_RETRY_AFTER,
+    HEADER_RETRY_AFTER_MS,
+    HEADER_SHOULD_RETRY,
+)
 from tinkex_actors.errors import (
     APIStatusError,
     AuthenticationError,
@@ -56,9 +65,16 @@ def not_found(message: str) -> APIStatusError:
     return NotFoundError(message, status_code=404)
 
 
-def conflict(message: str) -> APIStatusError:
-    """409: the resource's state forbids the request."""
-    return ConflictError(message, status_code=409)
+def conflict(message: str, *, may_clear: bool = False) -> APIStatusError:
+    """409: the resource's state forbids the request.
+
+    Args:
+        message: what conflicts.
+        may_clear: the conflict may go away by itself (then clients may retry); by default
+            it cannot, and the answer carries ``x-should-retry: false``.
+    """
+    headers = None if may_clear else {HEADER_SHOULD_RETRY: "false"}
+    return ConflictError(message, status_code=409, headers=headers)
 
 
 def gone(message: str) -> APIStatusError:

@@ -5,7 +5,10 @@ the job whose ``seq_id`` is the next after the last one run, then jobs without a
 (in arrival order). A job whose ``seq_id`` is behind (already passed) runs at once. When the
 next ``seq_id`` is missing, later ones wait up to ``gap_timeout`` seconds; after that the lane
 proceeds with the smallest waiting one and logs a warning, so a lost request never wedges a
-model. Jobs without a lane (sampling) run concurrently. Nothing runs until the engine is ready.
+model. A ``seq_id`` whose request was rejected (answered 4xx, so it never became a job) is
+*consumed* (:meth:`Scheduler.consume`): the lane steps over it at once instead of waiting, since
+clients never send a ``seq_id`` again once it was answered (protocol §5.5). Jobs without a lane
+(sampling) run concurrently. Nothing runs until the engine is ready.
 
 Engine calls never run on the event loop; the loop is used only to arm gap timers.
 """
@@ -34,6 +37,8 @@ T = TypeVar("T")
 
 #: (model, seq_id) -> first request, kept for this many recent seq_ids per model.
 _SEEN_PER_LANE = 4096
+#: At most this many consumed seq_ids ahead of a lane are remembered (more wait out the gap).
+_CONSUMED_PER_LANE = 4096
 _SHUTDOWN_MESSAGE = "the server shut down before this request ran; resubmit it"
 
 
@@ -58,6 +63,8 @@ class _Lane:
     gap_since: float | None = None
     timer_armed: bool = False
     seen: OrderedDict[int, tuple[bytes, dict[str, Any]]] = field(default_factory=OrderedDict)
+    #: seq_ids ahead of ``last_seq`` whose requests were rejected: stepped over, not awaited.
+    consumed: set[int] = field(default_factory=set)
 
 
 def classify(exc: BaseException) -> tuple[str, RequestErrorCategory]:
@@ -122,6 +129,25 @@ class Scheduler:
             lane.seen[seq_id] = (digest, response)
             while len(lane.seen) > _SEEN_PER_LANE:
                 lane.seen.popitem(last=False)
+
+    def consume(self, key: str, seq_id: int) -> bool:
+        """Count ``seq_id`` of lane ``key`` as used although no job came of it (rejected).
+
+        Later jobs of the lane then no longer wait for it. Nothing happens when the lane does not
+        exist, the ``seq_id`` is already passed, or a job holds it. Returns whether it was noted.
+        """
+        with self._lock:
+            lane = self._lanes.get(key)
+            if (
+                lane is None
+                or seq_id <= lane.last_seq
+                or seq_id in lane.pending
+                or len(lane.consumed) >= _CONSUMED_PER_LANE
+            ):
+                return False
+            lane.consumed.add(seq_id)
+        self._dispatch(key)
+        return True
 
     def submit(self, key: str | None, job: Job) -> None:
         """Queue ``job`` on lane ``key`` (ordered) or, with no key, to run freely."""
@@ -206,6 +232,9 @@ class Scheduler:
         """The lane's next runnable job (call with the lock held)."""
         if self._closed:
             return None
+        while lane.last_seq + 1 in lane.consumed:
+            lane.consumed.discard(lane.last_seq + 1)
+            lane.last_seq += 1
         expected = lane.last_seq + 1
         if lane.pending:
             lowest = min(lane.pending)
@@ -236,6 +265,7 @@ class Scheduler:
         )
         lane.gap_since = None
         lane.last_seq = lowest
+        lane.consumed = {s for s in lane.consumed if s > lowest}
         return lane.pending.pop(lowest)
 
     def _arm_gap_timer(self, key: str, delay: float) -> None:

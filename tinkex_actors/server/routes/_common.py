@@ -1,4 +1,10 @@
-"""Helpers shared by the route modules: request parsing, answers, future submission."""
+"""Helpers shared by the route modules: request parsing, answers, future submission.
+
+:func:`body` keeps the request body in the request's scope so that, when the request is
+rejected, :func:`release_rejected` can find the model and ``seq_id`` it named and tell the
+scheduler that ``seq_id`` is used (the client will not send it again), whichever route and
+whichever check rejected it.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,16 @@ from typing import Any, TypeVar
 import orjson
 import pydantic
 from fastapi import Request, Response
+from google.protobuf.message import DecodeError
 
-from tinkex_actors._constants import CONTENT_JSON, HEADER_IDEMPOTENCY_KEY
+from tinkex_actors._constants import CONTENT_JSON, CONTENT_PROTOBUF, HEADER_IDEMPOTENCY_KEY
+from tinkex_actors._logging import get_logger
 from tinkex_actors.server.futures import ResultKind
 from tinkex_actors.server.http_errors import bad_request, too_large
+from tinkex_actors.server.request_log import note_model
 from tinkex_actors.server.scheduler import Job
 from tinkex_actors.server.state import ServerState, digest
+from tinkex_actors.wire import tinker_public_pb2 as pb
 
 __all__ = [
     "JSON",
@@ -24,7 +34,9 @@ __all__ = [
     "idempotent",
     "idempotent_no_content",
     "isotime",
+    "note_model",
     "parse",
+    "release_rejected",
     "server",
     "submit",
     "submit_once",
@@ -34,6 +46,10 @@ __all__ = [
 M = TypeVar("M", bound=pydantic.BaseModel)
 JSON = dict[str, Any]
 _ZSTD_CHUNK = 1 << 20
+#: Scope-state key of the (decompressed) request body, for :func:`release_rejected`.
+_BODY_KEY = "tinkex.body"
+#: Statuses that ask the client to send the same request again: its seq_id stays open.
+_RETRY_STATUSES = frozenset({408, 429})
 
 
 def server(request: Request) -> ServerState:
@@ -77,12 +93,68 @@ async def body(request: Request) -> bytes:
     """The request body, zstd-decompressed when ``Content-Encoding: zstd``."""
     raw = await request.body()
     encoding = request.headers.get("content-encoding", "").strip().lower()
-    if encoding in ("", "identity"):
-        return raw
     if encoding == "zstd":
         state = server(request)
-        return _unzstd(raw, state.settings.max_body_bytes * 16)
-    raise bad_request(f"unsupported Content-Encoding {encoding!r} (expected zstd or none)")
+        raw = _unzstd(raw, state.settings.max_body_bytes * 16)
+    elif encoding not in ("", "identity"):
+        raise bad_request(f"unsupported Content-Encoding {encoding!r} (expected zstd or none)")
+    request.scope.setdefault("state", {})[_BODY_KEY] = raw
+    return raw
+
+
+def _sequenced(request: Request, raw: bytes) -> tuple[str, int] | None:
+    """The ``(model_id, seq_id)`` a body names, if it names both (a model's ordered request)."""
+    if CONTENT_PROTOBUF in request.headers.get("content-type", ""):
+        try:
+            message = pb.ForwardBackwardRequest.FromString(raw)
+        except DecodeError:
+            return None
+        model_id: object = message.model_id
+        seq_id: object = message.seq_id
+    else:
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(parsed, dict):
+            return None
+        model_id, seq_id = parsed.get("model_id"), parsed.get("seq_id")
+    if not isinstance(model_id, str) or not model_id:
+        return None
+    if not isinstance(seq_id, int) or isinstance(seq_id, bool) or seq_id < 1:
+        return None
+    return model_id, seq_id
+
+
+def release_rejected(request: Request, status: int) -> None:
+    """After a 4xx answer: count the ``seq_id`` the request named as used on its model's lane.
+
+    The official SDK never sends a ``seq_id`` again once it was answered (protocol §5.5), so
+    waiting for it would hold the model's later requests for the whole gap timeout. 408 and
+    429 ask for the same request again and keep it open; so does a body that cannot be read
+    (then the lane waits out the gap as for a request that never arrived). Only the caller's
+    own live models are affected.
+    """
+    if not 400 <= status < 500 or status in _RETRY_STATUSES:
+        return
+    scope_state = request.scope.get("state") or {}
+    raw = scope_state.get(_BODY_KEY)
+    if not isinstance(raw, bytes):
+        return
+    target = _sequenced(request, raw)
+    if target is None:
+        return
+    model_id, seq_id = target
+    note_model(request.scope, model_id)
+    state = server(request)
+    with state.lock:
+        model = state.models.get(model_id)
+    if model is None or model.tenant != scope_state.get("tenant"):
+        return
+    if state.scheduler.consume(model_id, seq_id):
+        get_logger("server").debug(
+            "tinkex.server.seq_consumed", model_id=model_id, seq_id=seq_id, status=status
+        )
 
 
 def parse(raw: bytes, model: type[M]) -> M:
@@ -147,6 +219,7 @@ async def submit_once(
 ) -> Response:
     """:func:`submit` the caller's engine work on ``lane``, once per idempotency key."""
     state, owner = server(request), tenant(request)
+    note_model(request.scope, lane)
 
     async def produce() -> JSON:
         return submit(state, tenant_id=owner, lane=lane, kind=kind, run=run, raw=raw, seq_id=seq_id)

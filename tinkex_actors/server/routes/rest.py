@@ -1,12 +1,15 @@
 """REST endpoints (protocol §3.8): sessions, training runs, checkpoints, archives.
 
-Checkpoint routes take ``{checkpoint_id}`` with a slash (``weights/<name>`` or
-``sampler_weights/<name>``), so one catch-all route per method parses the rest of the path:
-``<kind>/<name>`` (the checkpoint), ``<kind>/<name>/publish``, ``.../ttl``, ``.../archive``.
+Checkpoint routes take ``{checkpoint_id}`` with a slash (``weights/<name>``,
+``sampler_weights/<name>`` or ``external_weights/<name>``), so one catch-all route per method
+parses the rest of the path: ``<kind>/<name>`` (the checkpoint), ``<kind>/<name>/publish``,
+``.../ttl``, ``.../archive``, ``.../external_weights_urls``.
 
 The archive endpoint answers 200 ``{"url", "expires"}`` (plus an ``Expires`` header); the URL
 is signed, expires (default 15 minutes; ``?expires_in=`` asks for less) and is served by this
 server as a streamed, uncompressed tar of the checkpoint's files at the archive root.
+``external_weights_urls`` (0.38) answers ``{"urls": {relpath: url}, "expires"}`` for an
+external weights export: one signed URL per file, served under :data:`FILES_PREFIX`.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from tinkex_actors.server.archives import TarStream
+from tinkex_actors.server.archives import FileStream, TarStream, file_signing_path
 from tinkex_actors.server.checkpoints import (
+    EXTERNAL_KIND,
     KIND_TO_TYPE,
+    LOADABLE_KINDS,
     TinkerPath,
     parse_checkpoint_id,
 )
@@ -32,6 +37,7 @@ from tinkex_actors.server.routes._common import (
     body,
     idempotent_no_content,
     isotime,
+    note_model,
     parse,
     server,
     tenant,
@@ -41,12 +47,14 @@ from tinkex_actors.server.state import ServerState
 from tinkex_actors.server.store import CheckpointRow, RunRow
 from tinkex_actors.server.validation import ttl_seconds
 
-__all__ = ["ARCHIVE_PREFIX", "router"]
+__all__ = ["ARCHIVE_PREFIX", "FILES_PREFIX", "router"]
 
 router = APIRouter(prefix="/api/v1")
 
 #: Signed archive downloads live under this prefix (no API key needed).
 ARCHIVE_PREFIX = "/api/v1/checkpoint_archives/"
+#: Signed downloads of single checkpoint files (external weights) live under this prefix.
+FILES_PREFIX = "/api/v1/checkpoint_files/"
 _MAX_LIMIT = 1000
 
 
@@ -89,7 +97,7 @@ def checkpoint_json(row: CheckpointRow) -> JSON:
 def _run_json(state: ServerState, run: RunRow, owner: str) -> JSON:
     now = time.time()
     latest: dict[str, JSON | None] = {}
-    for kind in KIND_TO_TYPE:
+    for kind in LOADABLE_KINDS:
         match = state.store.latest_checkpoint(
             run.run_id, kind, public_only=run.owner != owner, now=now
         )
@@ -158,6 +166,7 @@ async def list_training_runs(request: Request) -> Response:
 async def get_training_run(request: Request, run_id: str) -> Response:
     """One run with its newest training and sampler checkpoints."""
     state, owner = server(request), tenant(request)
+    note_model(request.scope, run_id)
     run = state.visible_run(owner, run_id, accessible=_accessible(request))
     return answer(_run_json(state, run, owner))
 
@@ -167,6 +176,7 @@ async def list_run_checkpoints(request: Request, run_id: str) -> Response:
     """A run's checkpoints, newest first (others see only published ones)."""
     limit, offset = _page(request, _MAX_LIMIT)
     state, owner = server(request), tenant(request)
+    note_model(request.scope, run_id)
     run = state.visible_run(owner, run_id)
     rows, total = state.store.list_run_checkpoints(
         run_id, public_only=run.owner != owner, now=time.time(), limit=limit, offset=offset
@@ -206,10 +216,26 @@ def _target(run_id: str, rest: str, actions: tuple[str, ...]) -> tuple[TinkerPat
     return TinkerPath(run_id, kind, name), action
 
 
+def _base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _lifetime(request: Request, state: ServerState) -> int:
+    """A signed URL's lifetime: the server's, or less when ``?expires_in=`` asks for it."""
+    lifetime = state.settings.archive_url_ttl
+    if "expires_in" in request.query_params:
+        try:
+            lifetime = min(lifetime, max(1, int(request.query_params["expires_in"])))
+        except ValueError:
+            raise bad_request("expires_in: expected an integer number of seconds") from None
+    return lifetime
+
+
 @router.delete("/training_runs/{run_id}/checkpoints/{rest:path}")
 async def delete_checkpoint(request: Request, run_id: str, rest: str) -> Response:
     """Delete a checkpoint and its files, or (``.../publish``) unpublish it."""
     state, owner = server(request), tenant(request)
+    note_model(request.scope, run_id)
     path, action = _target(run_id, rest, ("publish",))
 
     async def act() -> None:
@@ -230,6 +256,7 @@ async def delete_checkpoint(request: Request, run_id: str, rest: str) -> Respons
 async def publish_checkpoint(request: Request, run_id: str, rest: str) -> Response:
     """``.../publish``: make a checkpoint readable and sampleable by every key."""
     state, owner = server(request), tenant(request)
+    note_model(request.scope, run_id)
     path, action = _target(run_id, rest, ("publish",))
     if action != "publish":
         raise not_found(f"no POST endpoint for checkpoint {path}")
@@ -247,6 +274,7 @@ async def publish_checkpoint(request: Request, run_id: str, rest: str) -> Respon
 async def set_ttl(request: Request, run_id: str, rest: str) -> Response:
     """``.../ttl`` with ``{"ttl_seconds": int | null}``: expire that long from now (or never)."""
     state, owner = server(request), tenant(request)
+    note_model(request.scope, run_id)
     path, action = _target(run_id, rest, ("ttl",))
     if action != "ttl":
         raise not_found(f"no PUT endpoint for checkpoint {path}")
@@ -263,23 +291,23 @@ async def set_ttl(request: Request, run_id: str, rest: str) -> Response:
 
 
 @router.get("/training_runs/{run_id}/checkpoints/{rest:path}")
-async def checkpoint_archive_url(request: Request, run_id: str, rest: str) -> Response:
-    """``.../archive``: a signed URL to download the checkpoint as a tar."""
+async def checkpoint_download_urls(request: Request, run_id: str, rest: str) -> Response:
+    """Signed download URLs: ``.../archive`` (one tar) or ``.../external_weights_urls``."""
     state, owner = server(request), tenant(request)
-    path, action = _target(run_id, rest, ("archive",))
+    note_model(request.scope, run_id)
+    path, action = _target(run_id, rest, ("archive", "external_weights_urls"))
+    if action == "external_weights_urls":
+        return _external_weights_urls(request, state, owner, path)
     if action != "archive":
-        raise not_found(f"no GET endpoint for checkpoint {path}")
+        raise not_found(
+            f"no GET endpoint for checkpoint {path} (expected .../archive or "
+            ".../external_weights_urls)"
+        )
     state.visible_checkpoint(owner, path)
-    lifetime = state.settings.archive_url_ttl
-    if "expires_in" in request.query_params:
-        try:
-            lifetime = min(lifetime, max(1, int(request.query_params["expires_in"])))
-        except ValueError:
-            raise bad_request("expires_in: expected an integer number of seconds") from None
-    expires = int(time.time()) + lifetime
+    expires = int(time.time()) + _lifetime(request, state)
     signed = f"{path.run_id}/{path.kind}/{path.name}"
     url = (
-        f"{str(request.base_url).rstrip('/')}{ARCHIVE_PREFIX}{quote(path.run_id, safe=':')}/"
+        f"{_base_url(request)}{ARCHIVE_PREFIX}{quote(path.run_id, safe=':')}/"
         f"{path.kind}/{quote(path.name)}?expires={expires}"
         f"&signature={state.signer.sign(signed, expires)}"
     )
@@ -287,6 +315,38 @@ async def checkpoint_archive_url(request: Request, run_id: str, rest: str) -> Re
         {"url": url, "expires": isotime(expires)},
         headers={"Expires": formatdate(expires, usegmt=True)},
     )
+
+
+def _external_weights_urls(
+    request: Request, state: ServerState, owner: str, path: TinkerPath
+) -> Response:
+    """One signed URL per file of an external weights export, all expiring together."""
+    if path.kind != EXTERNAL_KIND:
+        raise bad_request(
+            f"checkpoint {path} is not external weights; per-file URLs exist only for "
+            "tinker://<run>/external_weights/<name> (from save_weights_external)"
+        )
+    row, _ = state.visible_checkpoint(owner, path)
+    expires = int(time.time()) + _lifetime(request, state)
+    prefix = (
+        f"{_base_url(request)}{FILES_PREFIX}{quote(path.run_id, safe=':')}/"
+        f"{path.kind}/{quote(path.name)}/"
+    )
+    urls = {
+        relpath: (
+            f"{prefix}{quote(relpath)}?expires={expires}&signature="
+            f"{state.signer.sign(file_signing_path(*_parts(path), relpath), expires)}"
+        )
+        for relpath in state.files.files(row.dir_name)
+    }
+    return answer(
+        {"urls": urls, "expires": isotime(expires)},
+        headers={"Expires": formatdate(expires, usegmt=True)},
+    )
+
+
+def _parts(path: TinkerPath) -> tuple[str, str, str]:
+    return path.run_id, path.kind, path.name
 
 
 @router.get(ARCHIVE_PREFIX.removeprefix("/api/v1") + "{run_id}/{kind}/{name}")
@@ -313,5 +373,41 @@ async def download_archive(request: Request, run_id: str, kind: str, name: str) 
         headers={
             "Content-Length": str(stream.size),
             "Content-Disposition": f'attachment; filename="{name}.tar"',
+        },
+    )
+
+
+@router.get(FILES_PREFIX.removeprefix("/api/v1") + "{run_id}/{kind}/{name}/{relpath:path}")
+async def download_file(
+    request: Request, run_id: str, kind: str, name: str, relpath: str
+) -> Response:
+    """One checkpoint file behind a signed URL (no API key: the signature is the permission)."""
+    state = server(request)
+    try:
+        expires = int(request.query_params.get("expires", ""))
+    except ValueError:
+        raise forbidden("invalid or expired download URL") from None
+    signature = request.query_params.get("signature", "")
+    signed = file_signing_path(run_id, kind, name, relpath)
+    if not state.signer.verify(signed, expires, signature, time.time()):
+        raise forbidden("invalid or expired download URL")
+    path = f"tinker://{run_id}/{kind}/{name}"
+    row = state.store.get_checkpoint(run_id, f"{kind}/{name}", time.time())
+    if row is None:
+        raise not_found(f"checkpoint {path} no longer exists")
+    root = state.files.path(row.dir_name).resolve()
+    target = (root / relpath).resolve()
+    if not target.is_relative_to(root):  # signed paths come from files(); belt and braces
+        raise forbidden("invalid or expired download URL")
+    try:
+        stream = FileStream(target)
+    except FileNotFoundError:
+        raise not_found(f"{relpath} of checkpoint {path} no longer exists") from None
+    return StreamingResponse(
+        iter(stream),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(stream.size),
+            "Content-Disposition": f'attachment; filename="{target.name}"',
         },
     )

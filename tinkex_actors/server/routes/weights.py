@@ -1,10 +1,16 @@
-"""Weights endpoints: save_weights, save_weights_for_sampler, load_weights, weights_info (§3.5).
+"""Weights endpoints: save_weights, save_weights_for_sampler, save_weights_external,
+load_weights, weights_info (§3.5).
 
 Saves write into a temp directory, fsync, rename and only then record the checkpoint (see
 ``checkpoints.py``). A name already used by a live checkpoint of the run (or by a save still
-queued) is a 409 unless ``overwrite`` is set. ``load_weights`` has two modes: legacy
-(``model_id`` + ``seq_id``: replace a live adapter's weights) and create-via-load
-(``session_id`` + ``model_seq_id``: a new model ``{session_id}:train:{model_seq_id}``).
+queued) is a 409 (``x-should-retry: false``) unless ``overwrite`` is set (save_weights and
+named save_weights_for_sampler). ``ttl_seconds`` and ``user_metadata`` are stored with the
+checkpoint and shown in listings. ``save_weights_external`` exports the adapter (PEFT files,
+optionally age-encrypted, see ``exports.py``) as ``tinker://<run>/external_weights/<name>``,
+downloaded file by file through ``external_weights_urls`` (``rest.py``). ``load_weights`` has
+two modes: legacy (``model_id`` + ``seq_id``: replace a live adapter's weights) and
+create-via-load (``session_id`` + ``model_seq_id``: a new model
+``{session_id}:train:{model_seq_id}``).
 """
 
 from __future__ import annotations
@@ -16,14 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict
 
-from tinkex_actors.server.checkpoints import TinkerPath, parse_tinker_path
+from tinkex_actors.server.checkpoints import EXTERNAL_KIND, TinkerPath, parse_tinker_path
 from tinkex_actors.server.engine_api import (
     OPTIMIZER_STATE_FILE,
     EngineUserError,
     LoraSpec,
     OptimizerSpec,
 )
+from tinkex_actors.server.exports import encrypt_directory, parse_recipients
 from tinkex_actors.server.futures import ResultKind
 from tinkex_actors.server.http_errors import bad_request, conflict
 from tinkex_actors.server.routes._common import (
@@ -31,6 +39,7 @@ from tinkex_actors.server.routes._common import (
     answer,
     body,
     idempotent,
+    note_model,
     parse,
     server,
     submit,
@@ -57,6 +66,24 @@ from tinkex_actors.server.validation import checkpoint_name, optimizer_spec, ttl
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1")
+
+#: Checkpoint kind -> the ``type`` of its save's result.
+_RESULT_TYPE = {
+    "weights": "save_weights",
+    "sampler_weights": "save_weights_for_sampler",
+    EXTERNAL_KIND: "save_weights_external",
+}
+
+
+class SaveWeightsExternalBody(BaseModel):
+    """``save_weights_external`` (0.38): unknown fields ignored, like every request body."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+    model_id: str
+    path: str
+    seq_id: int | None = None
+    ttl_seconds: int | None = None
+    age_encryption_recipients: list[str] | None = None
 
 
 def _reserve(state: ServerState, path: TinkerPath, overwrite: bool) -> Callable[[], None]:
@@ -86,6 +113,7 @@ def _save_job(
     overwrite: bool,
     metadata: dict[str, Any] | None,
     release: Callable[[], None],
+    recipients: list[Any],
 ) -> Callable[[], JSON]:
     def run() -> JSON:
         try:
@@ -95,6 +123,8 @@ def _save_job(
                     state.host.engine.save_state(model.model_id, temp, with_optimizer=True)
                 else:
                     state.host.engine.save_sampler_weights(model.model_id, temp)
+                if recipients:
+                    encrypt_directory(temp, recipients)
                 dir_name, size = state.files.commit(temp)
             except BaseException:
                 state.files.discard(temp)
@@ -120,8 +150,10 @@ def _save_job(
                 raise conflict(f"checkpoint {path} already exists") from None
             if replaced is not None:
                 state.files.remove(replaced)
-            kind = "save_weights" if path.kind == "weights" else "save_weights_for_sampler"
-            return {"path": str(path), "type": kind}
+            result: JSON = {"path": str(path), "type": _RESULT_TYPE[path.kind]}
+            if path.kind == EXTERNAL_KIND:
+                result["size_bytes"] = size
+            return result
         finally:
             release()
 
@@ -139,8 +171,10 @@ def _queue_save(
     ttl: int | None,
     overwrite: bool,
     metadata: dict[str, Any] | None,
+    recipients: list[Any] | None = None,
 ) -> Callable[[], Any]:
     state, owner = server(request), tenant(request)
+    note_model(request.scope, model_id)
     model = state.live_model(owner, model_id)
     name = checkpoint_name(name) if name else f"checkpoint-{time.time_ns()}"
     ttl = ttl_seconds(ttl, state.settings.min_ttl_seconds)
@@ -153,7 +187,14 @@ def _queue_save(
                 return seen
         release = _reserve(state, path, overwrite)
         run = _save_job(
-            state, model, path, ttl=ttl, overwrite=overwrite, metadata=metadata, release=release
+            state,
+            model,
+            path,
+            ttl=ttl,
+            overwrite=overwrite,
+            metadata=metadata,
+            release=release,
+            recipients=recipients or [],
         )
         return submit(
             state,
@@ -236,6 +277,29 @@ async def save_weights_for_sampler(request: Request) -> Response:
     )
 
 
+@router.post("/save_weights_external")
+async def save_weights_external(request: Request) -> Response:
+    """Export the adapter for download: ``tinker://<run>/external_weights/<name>``."""
+    raw = await body(request)
+    req = parse(raw, SaveWeightsExternalBody)
+    if not req.path:
+        raise bad_request("path: required (a name for the export)")
+    recipients = parse_recipients(req.age_encryption_recipients)
+    produce = _queue_save(
+        request,
+        raw,
+        kind=EXTERNAL_KIND,
+        model_id=req.model_id,
+        name=req.path,
+        seq_id=req.seq_id,
+        ttl=req.ttl_seconds,
+        overwrite=False,
+        metadata=None,
+        recipients=recipients,
+    )
+    return await idempotent(request, raw, produce)
+
+
 def _checkpoint_dir(
     request: Request, path_text: str, *, optimizer: bool
 ) -> tuple[TinkerPath, Path]:
@@ -264,6 +328,7 @@ async def load_weights(request: Request) -> Response:
     state, owner = server(request), tenant(request)
     path, directory = _checkpoint_dir(request, req.path, optimizer=req.optimizer)
     if req.model_id is not None:
+        note_model(request.scope, req.model_id)
         model = state.live_model(owner, req.model_id)
         if req.optimizer:
             await state.host.wait(ENGINE_WAIT_TIMEOUT)
@@ -366,7 +431,7 @@ async def weights_info(request: Request) -> Response:
     """Base model, LoRA settings and optimizer family of a checkpoint the caller can read."""
     req = parse(await body(request), WeightsInfoBody)
     state = server(request)
-    path = parse_tinker_path(req.tinker_path, "tinker_path")
+    path = parse_tinker_path(req.tinker_path, "tinker_path", loadable=False)
     row, run = state.visible_checkpoint(tenant(request), path)
     await state.host.wait(ENGINE_WAIT_TIMEOUT)
     optimizer = _checkpoint_optimizer(state, state.files.path(row.dir_name))
