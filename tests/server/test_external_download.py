@@ -47,6 +47,11 @@ def test_cli_download_of_a_training_checkpoint_loads_back(
         served = training.forward([datum], "cross_entropy").result()
     ours = np.asarray(served.loss_fn_outputs[0]["logprobs"].tolist(), dtype=np.float32)
 
+    def exports() -> set[str]:
+        listed = rest_client(torch_server).list_user_checkpoints(limit=1000).result().checkpoints
+        return {c.tinker_path for c in listed if c.checkpoint_type == "external"}
+
+    before = exports()  # other tests of the shared server may keep exports of their own
     env = dict(os.environ)
     env.update(
         TINKER_API_KEY=torch_server.api_key,
@@ -68,8 +73,7 @@ def test_cli_download_of_a_training_checkpoint_loads_back(
         "adapter_model.safetensors",
     ]
     # The CLI deleted its temporary export.
-    listed = rest_client(torch_server).list_user_checkpoints(limit=1000).result().checkpoints
-    assert not [c for c in listed if c.checkpoint_type == "external"]
+    assert exports() == before
 
     hf_logging.disable_progress_bar()  # tqdm's bar would leave its monitor thread running
     try:
