@@ -69,7 +69,9 @@ class Latencies:
 def main() -> None:
     configure_logging()
     log = structlog.get_logger("example")
-    telemetry.attach_logger(logging.INFO)  # every event, as a JSON line on tinkex_actors.telemetry
+    # Every event as a JSON line on tinkex_actors.telemetry (stream=None: through the app's
+    # logging configuration instead of the quick stderr console).
+    telemetry.attach_logger(logging.INFO, stream=None)
     latencies = Latencies()
     telemetry.attach("example-latencies", telemetry.HTTP_REQUEST_STOP, latencies)
     try:

@@ -102,7 +102,7 @@ def test_no_secret_in_logs_reprs_errors_or_telemetry(
         list(telemetry.ALL_EVENTS),
         lambda e, m, md, _: events.append(repr((e, dict(m), dict(md)))),
     )
-    logger_id = telemetry.attach_logger(logging.DEBUG)
+    logger_id = telemetry.attach_logger(logging.DEBUG, stream=None)
     caplog.set_level(logging.DEBUG, logger=LOGGER_NAME)
     try:
         shown = scenario(base, other)

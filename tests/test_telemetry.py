@@ -170,7 +170,7 @@ def test_span_emits_exception_and_reraises() -> None:
 
 
 def test_attach_logger_logs_through_structlog() -> None:
-    handler_id = telemetry.attach_logger(logging.INFO)
+    handler_id = telemetry.attach_logger(logging.INFO, stream=None)
     assert handler_id in {h.id for h in telemetry.list_handlers(("tinkex",))}
     stdlib = logging.getLogger(f"{LOGGER_NAME}.telemetry")
     previous = stdlib.level
@@ -194,9 +194,51 @@ def test_attach_logger_logs_through_structlog() -> None:
             "duration_ms": 2.5,
         }
     ]
-    assert telemetry.attach_logger(logging.DEBUG) == handler_id  # replaces, no duplicate
+    assert telemetry.attach_logger(logging.DEBUG, stream=None) == handler_id  # replaces
     assert [h.id for h in telemetry.list_handlers()].count(handler_id) == 1
     telemetry.detach(handler_id)
+
+
+def _stop_event() -> None:
+    telemetry.execute(
+        telemetry.HTTP_REQUEST_STOP,
+        {"duration": 2_500_000, "monotonic_time": 1},
+        {"method": "GET", "path": "/api/v1/x", "status": 200},
+    )
+
+
+def test_attach_logger_prints_to_stderr_out_of_the_box(capsys: pytest.CaptureFixture[str]) -> None:
+    """The seed's "quick console logger": a line per event with no logging configured."""
+    root = logging.getLogger()
+    assert not [h for h in root.handlers if type(h) is logging.StreamHandler]  # nothing set up
+    handler_id = telemetry.attach_logger()
+    try:
+        _stop_event()
+    finally:
+        assert telemetry.detach(handler_id)
+    err = capsys.readouterr().err
+    assert "tinkex.http.request.stop" in err
+    assert "duration_ms=2.5" in err
+    assert "path=/api/v1/x" in err
+    _stop_event()  # detached: nothing more
+    assert capsys.readouterr().err == ""
+
+
+def test_the_console_logger_does_not_print_twice(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application that logs everything to stderr too still sees each event once."""
+    app_handler = logging.StreamHandler()  # stderr, on the root logger
+    root = logging.getLogger()
+    root.addHandler(app_handler)
+    monkeypatch.setattr(root, "level", logging.DEBUG)
+    handler_id = telemetry.attach_logger()
+    try:
+        _stop_event()
+    finally:
+        telemetry.detach(handler_id)
+        root.removeHandler(app_handler)
+    assert capsys.readouterr().err.count("tinkex.http.request.stop") == 1
 
 
 def test_library_logger_is_silent_by_default() -> None:

@@ -116,6 +116,9 @@ LOSS_INPUT_DTYPES: Final = {
 #: LoRA scaling numerator of the embedded server's adapters: output += (alpha / rank) * B @ A x.
 LORA_ALPHA: Final = 32
 
+#: The scheme of checkpoint paths (``tinker://<run>/<kind>/<name>``).
+TINKER_SCHEME: Final = "tinker://"
+
 # ------------------------------------------------------------------------------- sampling
 #: Samples in flight per sampling client (submitted, result not yet in); the server's
 #: ``sample_max_concurrent_requests`` lowers it. Costs no thread: see docs/architecture.md.

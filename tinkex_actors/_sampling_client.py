@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tinkex_actors import _constants as c
 from tinkex_actors.actors._poller import fast_key
@@ -31,8 +31,17 @@ from tinkex_actors.actors._validate import (
 from tinkex_actors.errors import ClientClosedError
 from tinkex_actors.futures import ActorFuture
 from tinkex_actors.tokenizer import Tokenizer, TokenizerHandle
-from tinkex_actors.types import ModelInput, SampleRequest, SampleResponse, SamplingParams
+from tinkex_actors.types import (
+    ModelInput,
+    SampleRequest,
+    SampleResponse,
+    SamplingParams,
+    TensorData,
+)
 from tinkex_actors.wire import to_jsonable
+
+if TYPE_CHECKING:
+    from tinkex_actors._service_client import ServiceClient
 
 __all__ = ["SamplingClient"]
 
@@ -79,6 +88,26 @@ class SamplingClient:
         finalizer.atexit = False
         self._finalizer = finalizer
 
+    # ------------------------------------------------------------------ creation
+    @staticmethod
+    def create_async(
+        service: ServiceClient, base_model: str | None = None, model_path: str | None = None
+    ) -> ActorFuture[SamplingClient]:
+        """A future of a new sampling client of ``service`` (Tinkex's
+        ``SamplingClient.create_async/2``): the same as
+        ``service.create_sampling_client_async(base_model, model_path)``.
+
+        Example::
+
+            futures = [SamplingClient.create_async(service, model_path=p) for p in paths]
+            samplers = [f.result(timeout=60) for f in futures]  # created concurrently
+
+        Raises:
+            ValidationError: neither ``base_model`` nor ``model_path``, or a bad one.
+            ClientClosedError: ``service`` is closed.
+        """
+        return service.create_sampling_client_async(base_model, model_path)
+
     # ------------------------------------------------------------------ identity
     @property
     def sampler_id(self) -> str:
@@ -116,6 +145,12 @@ class SamplingClient:
         topk_prompt_logprobs: int = 0,
         timeout: float | None = None,
         await_timeout: float | None = None,
+        *,
+        topk_sample_logprobs: int = 0,
+        target_prompt_logprobs: TensorData | None = None,
+        prompt_alt_tokens_k: int = 0,
+        prompt_logprobs_last_n: int | None = None,
+        record_stability_info: bool = False,
     ) -> ActorFuture[SampleResponse]:
         """Generate ``num_samples`` continuations of ``prompt``.
 
@@ -125,6 +160,18 @@ class SamplingClient:
             num_samples: independent sequences to generate (>= 1).
             prompt_logprobs: also return one logprob per prompt token.
             topk_prompt_logprobs: also return the top-k alternatives per prompt position.
+            topk_sample_logprobs: also return the top-k alternatives per sampled position
+                (``SampledSequence.topk_logprobs``).
+            target_prompt_logprobs: token ids whose logprobs to return at each prompt position:
+                an int64 :class:`TensorData` of shape ``[len(prompt) - 1, K]`` (dense or
+                sparse CSR), ``-1`` where nothing is asked; row ``i`` is scored at prompt
+                position ``i + 1`` (``SampleResponse.target_prompt_logprobs``).
+            prompt_alt_tokens_k: draw this many alternative tokens per prompt position, with
+                their logprobs (``SampleResponse.prompt_alt_tokens``; distillation).
+            prompt_logprobs_last_n: compute prompt logprobs for the last ``n`` positions only
+                (needs ``prompt_logprobs``).
+            record_stability_info: ask the server to record numerical-stability information
+                for this request (sent as the official SDK sends it: false by default).
             timeout: overall deadline of the call, in seconds from now: back-off waits,
                 re-submissions and polling included. When it passes the future fails with
                 :class:`~tinkex_actors.errors.TinkexTimeoutError` and the client stops
@@ -158,6 +205,11 @@ class SamplingClient:
             sampling_session_id=snapshot.sampler_id,
             prompt_logprobs=boolean(prompt_logprobs, "prompt_logprobs"),
             topk_prompt_logprobs=non_negative_int(topk_prompt_logprobs, "topk_prompt_logprobs"),
+            topk_sample_logprobs=topk_sample_logprobs,
+            target_prompt_logprobs=target_prompt_logprobs,
+            prompt_alt_tokens_k=prompt_alt_tokens_k,
+            prompt_logprobs_last_n=prompt_logprobs_last_n,
+            record_stability_info=record_stability_info,
         )
         seconds = check_seconds(timeout, "timeout")
         wait = check_seconds(await_timeout, "await_timeout")

@@ -21,8 +21,10 @@ from tinkex_actors.actors._sampling import SamplerState
 from tinkex_actors.actors._service import ServiceActor, release_child, send_to_service
 from tinkex_actors.actors._training import UNLOAD_PATH, TrainingActor, TrainingState
 from tinkex_actors.actors._validate import (
+    boolean,
     check_adam,
     check_forward_input,
+    check_metadata,
     check_name,
     check_seconds,
     check_tinker_path,
@@ -209,19 +211,29 @@ class TrainingClient:
 
     # ------------------------------------------------------------------ checkpoints
     def save_state(
-        self, name: str, ttl_seconds: int | None = None
+        self,
+        name: str,
+        ttl_seconds: int | None = None,
+        overwrite: bool = False,
+        user_metadata: Mapping[str, str] | None = None,
     ) -> ActorFuture[SaveWeightsResponse]:
         """Save weights and optimizer state as ``tinker://<run>/weights/<name>``.
 
         Args:
             name: the checkpoint name.
             ttl_seconds: delete the checkpoint after this many seconds (None: keep).
+            overwrite: replace a checkpoint of the run that has this name already. Without
+                it, such a save fails at once with :class:`~tinkex_actors.errors.ConflictError`
+                (a conflict is never retried).
+            user_metadata: ``str -> str`` kept with the checkpoint (shown in listings).
         """
         self._check()
         request = SaveWeightsRequest(
             model_id=self.model_id,
             path=check_name(name, "name"),
             ttl_seconds=check_ttl(ttl_seconds),
+            overwrite=boolean(overwrite, "overwrite"),
+            user_metadata=check_metadata(user_metadata),
         )
         return self._sequenced(_SAVE_PATH, request, SaveWeightsResponse, "SaveWeights")
 
@@ -246,6 +258,7 @@ class TrainingClient:
         path: str | None = None,
         sampling_session_seq_id: int | None = None,
         ttl_seconds: int | None = None,
+        user_metadata: Mapping[str, str] | None = None,
     ) -> ActorFuture[SaveWeightsForSamplerResponseInternal]:
         """Save the weights for sampling as ``tinker://<run>/sampler_weights/<name>``.
 
@@ -255,6 +268,7 @@ class TrainingClient:
             sampling_session_seq_id: also create the sampling session with this session
                 counter value (the answer then carries ``sampling_session_id``).
             ttl_seconds: delete the checkpoint after this many seconds (None: keep).
+            user_metadata: ``str -> str`` kept with the checkpoint (shown in listings).
 
         Returns:
             A future whose result carries ``path`` (and ``sampling_session_id`` when the
@@ -269,6 +283,7 @@ class TrainingClient:
                 sampling_session_seq_id, "sampling_session_seq_id"
             ),
             ttl_seconds=check_ttl(ttl_seconds),
+            user_metadata=check_metadata(user_metadata),
         )
         return self._sequenced(
             _SAVE_SAMPLER_PATH,

@@ -122,7 +122,7 @@ def download(
 
 # ---------------------------------------------------------------------------- internals
 def _dir_name(parsed: ParsedCheckpointTinkerPath) -> str:
-    return parsed.tinker_path.removeprefix("tinker://").replace("/", "_")
+    return parsed.tinker_path.removeprefix(c.TINKER_SCHEME).replace("/", "_")
 
 
 def _output_dir(output_dir: object) -> Path:

@@ -46,13 +46,15 @@ Events emitted by tinkex_actors (metadata keys in brackets; never the API key):
 from __future__ import annotations
 
 import contextlib
+import enum
 import itertools
 import logging
+import sys
 import threading
 import time
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TextIO, TypeAlias
 
 import attrs
 
@@ -125,6 +127,16 @@ _EMPTY: Final[Mapping[str, Any]] = types.MappingProxyType({})
 _lock = threading.Lock()
 # Both replaced wholesale under _lock; readers take a reference without locking.
 _by_id: dict[str, HandlerInfo] = {}
+# Console handlers added by attach_logger, by handler id (removed by detach).
+_consoles: dict[str, logging.Handler] = {}
+
+
+class _Default(enum.Enum):
+    # "Not given" for attach_logger's stream (None is meaningful there).
+    TOKEN = 0
+
+
+_DEFAULT: Final = _Default.TOKEN
 _table: dict[Event, tuple[HandlerInfo, ...]] = {}
 _span_ids = itertools.count(1)
 
@@ -194,6 +206,9 @@ def attach(
 def detach(handler_id: str) -> bool:
     """Remove the handler ``handler_id``. Returns False if none was attached."""
     with _lock:
+        printer = _consoles.pop(handler_id, None)
+        if printer is not None:
+            logging.getLogger(f"{LOGGER_NAME}.telemetry.console").removeHandler(printer)
         if handler_id not in _by_id:
             return False
         remaining = dict(_by_id)
@@ -316,21 +331,30 @@ def attach_logger(
     *,
     events: Sequence[Event] = ALL_EVENTS,
     handler_id: str = "tinkex_actors.logger",
+    stream: TextIO | _Default | None = _DEFAULT,
 ) -> str:
-    """Log events through structlog on the ``tinkex_actors.telemetry`` logger.
+    """A quick console logger of events: each one a line on standard error, out of the box.
 
     Each event is logged as ``tinkex.http.request.stop`` (the event joined with dots) with its
     metadata and measurements as keys; durations are added in milliseconds
-    (``duration_ms``). Handler failures are always logged at ERROR. Nothing appears until the
-    application configures logging: the library never does.
+    (``duration_ms``). Handler failures are always logged at ERROR.
 
-    A logger already attached under ``handler_id`` is replaced.
+    By default the lines go to ``sys.stderr`` through a handler of their own, on the logger
+    ``tinkex_actors.telemetry.console``, which does not propagate (so an application that also
+    logs to the console does not see each line twice). Pass ``stream=`` another text stream,
+    or ``stream=None`` to log through the library's ``tinkex_actors.telemetry`` logger instead
+    (then nothing appears until the application configures logging).
+
+    A logger already attached under ``handler_id`` is replaced; :func:`detach` removes it and
+    its console handler.
 
     Returns:
         The handler id, for :func:`detach`.
     """
-    stdlib = logging.getLogger(f"{LOGGER_NAME}.telemetry")
-    log = get_logger("telemetry")
+    console = sys.stderr if isinstance(stream, _Default) else stream
+    name = "telemetry.console" if console is not None else "telemetry"
+    stdlib = logging.getLogger(f"{LOGGER_NAME}.{name}")
+    log = get_logger(name)
 
     def handle(
         event: Event, measurements: Mapping[str, float], metadata: Mapping[str, Any], _: Any
@@ -351,5 +375,15 @@ def attach_logger(
         log.log(at, ".".join(event), **fields)
 
     detach(handler_id)
+    if console is not None:
+        printer = logging.StreamHandler(console)
+        printer.setFormatter(logging.Formatter("%(message)s"))
+        printer.setLevel(level)
+        with _lock:
+            _consoles[handler_id] = printer
+            stdlib.addHandler(printer)
+            stdlib.propagate = False
+            if stdlib.level == logging.NOTSET or stdlib.level > level:
+                stdlib.setLevel(level)
     attach(handler_id, list(events), handle)
     return handler_id

@@ -205,7 +205,7 @@ def test_bad_input_is_rejected_before_sending(null_server: ServerHandle) -> None
                 {"target_tokens": [1, 2, 3], "weights": [1.0]},
             )
         with pytest.raises(InvalidTinkerPathError):
-            service.create_training_client_from_state("tinker://x/y")
+            service.create_training_client_from_state("x/y")  # not a tinker:// path at all
         assert len(recorder.events) == count, "bad input must not reach the server"
         # The client still works.
         assert training.forward([good], "cross_entropy").result(timeout=30).loss_fn_outputs
@@ -219,7 +219,7 @@ def test_server_rejection_is_a_typed_error_and_the_client_continues(
     error = failing.exception(timeout=30)
     assert isinstance(error, TinkexError)
     assert not isinstance(error, RequestFailedError) or error.category.value == "user"
-    # The seq_id of the rejected call is reused: the next call is accepted and runs.
+    # The rejected call used up its seq_id (the server counts it): the next one runs at once.
     out = training.forward_backward([datum([1, 2, 3])], "cross_entropy").result(timeout=30)
     assert out.loss_fn_outputs
 

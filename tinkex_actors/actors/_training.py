@@ -15,12 +15,13 @@ State that must survive a restart (model id, next seq_id, cached get_info, pendi
 lives in :class:`TrainingState`, outside the actor instance: a restarted actor continues the
 same server model and the same seq_id sequence.
 
-Sequencing rule: a seq_id is consumed once the server accepted its POST (2xx), or answered
-409 (the id is taken on the server). After any other failure the next request reuses it, so
-a failed or crashed submission never leaves a gap that would stall the server's queue. When a
-submission gave up without an answer (network failure, 5xx), the server may hold it after all:
-the next request's first attempt then runs without transport retries, and a 409 makes it skip
-the taken id at once instead of failing (see ``_post_sequenced``).
+Sequencing rule (the official SDK's, which the hosted service is built for): a seq_id is used
+once, whatever happens to its request. Answered (accepted, or rejected with a 4xx, which the
+server counts as consumed) or given up on without an answer (the server may hold it or not),
+the next request takes the next id; the server skips an id that never arrives after its gap
+timeout. Only a request that never left the client (a bad argument, a closed client, an
+unexpected exception that crashes the actor) leaves its id free. Retries of one request (same
+body, same idempotency key) keep its seq_id.
 """
 
 from __future__ import annotations
@@ -42,10 +43,8 @@ from tinkex_actors.actors._queue_state import QueueStateTracker
 from tinkex_actors.actors._runtime import Runtime
 from tinkex_actors.errors import (
     ActorCrashedError,
-    APIConnectionError,
-    APIStatusError,
+    APIError,
     ClientClosedError,
-    ConflictError,
     ResponseDecodeError,
     TinkexError,
 )
@@ -77,8 +76,6 @@ UNLOAD_PATH: Final = f"{c.API_PREFIX}/unload_model"
 # encoded without one in the caller's thread.
 _SEQ_TAG: Final = tag(2, 0)
 _ZSTD_HEADERS: Final = {"Content-Encoding": "zstd"}
-#: Statuses (besides 5xx and network failures) after which the server may hold the request.
-_UNKNOWN_OUTCOME: Final = frozenset({408, 429})
 
 
 class TrainingState(ClientState):
@@ -100,8 +97,6 @@ class TrainingState(ClientState):
         self.model_id = ""
         self.info: GetInfoResponse | None = None
         self.next_seq = 1
-        #: A seq_id whose request gave up without an answer (the server may hold it).
-        self.in_doubt: int | None = None
         self.tracker = QueueStateTracker(
             "training",
             f"{runtime.session_id}:model_seq_id={model_seq_id}",
@@ -241,53 +236,28 @@ class TrainingActor(ChildActor):
         headers: Mapping[str, str] | None = None,
         max_retries: int | None = None,
     ) -> UntypedFuture:
+        """POST the request of the model's next seq_id (see the module's sequencing rule)."""
         state = self.state
-        transport = state.runtime.transport
         seq = state.next_seq
         data = body(seq)
-        key = fast_key()
-        if state.in_doubt == seq:
-            # The last request with this seq_id gave up without an answer: the server may
-            # hold it. One attempt tells: a 409 means it does, so skip the id; anything else
-            # goes on to the normal send below (same body and key, so never applied twice).
-            try:
-                response = transport.request(
-                    "POST",
-                    path,
-                    body=data,
-                    content_type=content_type,
-                    headers=headers,
-                    max_retries=0,
-                    idempotency_key=key,
-                )
-            except ConflictError:
-                seq = state.next_seq = seq + 1
-                data, key = body(seq), fast_key()
-            except TinkexError:
-                pass
-            else:
-                state.next_seq, state.in_doubt = seq + 1, None
-                return untyped_future(response)
-        state.in_doubt = None
+        state.next_seq = seq + 1
         try:
-            response = transport.request(
+            response = state.runtime.transport.request(
                 "POST",
                 path,
                 body=data,
                 content_type=content_type,
                 headers=headers,
                 max_retries=max_retries,
-                idempotency_key=key,
+                idempotency_key=fast_key(),
             )
-        except ConflictError:
-            state.next_seq = seq + 1  # the id is taken on the server: never reuse it
+        except APIError:
+            raise  # the server may hold it: the id stays used
+        except BaseException:
+            # Refused before sending (a bad argument, a closed client, a bug that crashes the
+            # actor): the server never saw the id, so the next request takes it.
+            state.next_seq = seq
             raise
-        except (APIConnectionError, APIStatusError) as exc:
-            status = exc.status_code if isinstance(exc, APIStatusError) else None
-            if status is None or status in _UNKNOWN_OUTCOME or status >= c.RETRYABLE_STATUS_FLOOR:
-                state.in_doubt = seq  # the server may have taken it: the next send checks
-            raise
-        state.next_seq = seq + 1
         return untyped_future(response)
 
     def _hand_off(self, future: ActorFuture[Any], fn: Callable[..., Any], *args: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+from tinkex_actors._constants import TINKER_SCHEME
 from tinkex_actors.errors import InvalidTinkerPathError, ValidationError
 from tinkex_actors.types import (
     AdamParams,
@@ -15,7 +16,6 @@ from tinkex_actors.types import (
     ForwardBackwardInput,
     LoraConfig,
     ModelInput,
-    ParsedCheckpointTinkerPath,
     SamplingParams,
 )
 
@@ -126,14 +126,25 @@ def check_name(name: object, field: str) -> str:
 
 
 def check_tinker_path(path: object, field: str) -> str:
-    """A ``tinker://<run>/<kind>/<name>`` path."""
+    """A ``tinker://`` path that is only handed back to the server (a sampler's weights, a
+    state to load): any form the server issued is passed through as is. Only what is surely
+    wrong is refused: not a str, not ``tinker://...``, or whitespace or control characters.
+    Calls that must take a path apart (REST calls by path) parse it themselves and insist on
+    the canonical ``tinker://<run>/<kind>/<name>``.
+    """
     if not isinstance(path, str):
         raise ValidationError(f"expected a tinker:// path (str), got {_type(path)}", field=field)
-    try:
-        ParsedCheckpointTinkerPath.from_tinker_path(path)
-    except InvalidTinkerPathError as exc:
-        message = str(exc).removeprefix(f"{exc.field}: ")
-        raise InvalidTinkerPathError(message, field=field) from None
+    rest = path.removeprefix(TINKER_SCHEME)
+    if rest == path or not rest.strip("/"):
+        raise InvalidTinkerPathError(
+            f"expected a path the server issued, like tinker://<run>/<kind>/<name>, got {path!r}",
+            field=field,
+        )
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        raise InvalidTinkerPathError(
+            f"a tinker:// path holds no whitespace or control characters, got {path!r}",
+            field=field,
+        )
     return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tinkex_actors._constants import TINKER_SCHEME
 from tinkex_actors.cli._common import (
     add_client_options,
     add_output_options,
@@ -63,7 +64,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     with rest_client(args) as rest:
-        if args.run.startswith("tinker://"):
+        if args.run.startswith(TINKER_SCHEME):
             run = rest.get_training_run_by_tinker_path(args.run, access_scope=args.access_scope)
         else:
             run = rest.get_training_run(args.run, access_scope=args.access_scope)

@@ -7,6 +7,7 @@ from typing import Final, Literal, TypeAlias
 
 import attrs
 
+from tinkex_actors._constants import TINKER_SCHEME
 from tinkex_actors.errors import InvalidTinkerPathError
 from tinkex_actors.types import _validate as v
 from tinkex_actors.types._typecheck import typed
@@ -27,7 +28,6 @@ __all__ = [
 
 CheckpointType: TypeAlias = Literal["training", "sampler", "external"]
 
-TINKER_SCHEME: Final = "tinker://"
 #: Path segment of each checkpoint kind in ``tinker://<run>/<segment>/<name>``.
 _SEGMENT_TO_TYPE: Final[dict[str, CheckpointType]] = {
     "weights": "training",

@@ -7,7 +7,12 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
-from tinkex_actors._constants import SAMPLING_TEMPERATURE, SAMPLING_TOP_K, SAMPLING_TOP_P
+from tinkex_actors._constants import (
+    SAMPLING_TEMPERATURE,
+    SAMPLING_TOP_K,
+    SAMPLING_TOP_P,
+    TINKER_SCHEME,
+)
 from tinkex_actors.errors import ResponseDecodeError, ValidationError
 from tinkex_actors.types import _validate as v
 from tinkex_actors.types._model_input import ModelInput
@@ -126,7 +131,7 @@ class SampleRequest:
     type: Literal["sample"] = attrs.field(default="sample", validator=v.one_of(("sample",)))
 
     def __attrs_post_init__(self) -> None:
-        if self.model_path is not None and not self.model_path.startswith("tinker://"):
+        if self.model_path is not None and not self.model_path.startswith(TINKER_SCHEME):
             raise ValidationError(
                 f"must start with tinker://, got {self.model_path!r}",
                 field="SampleRequest.model_path",
@@ -270,7 +275,7 @@ class CreateSamplingSessionRequest:
             raise ValidationError(
                 "give base_model or model_path", field="CreateSamplingSessionRequest.base_model"
             )
-        if self.model_path is not None and not self.model_path.startswith("tinker://"):
+        if self.model_path is not None and not self.model_path.startswith(TINKER_SCHEME):
             raise ValidationError(
                 f"must start with tinker://, got {self.model_path!r}",
                 field="CreateSamplingSessionRequest.model_path",
