@@ -30,9 +30,10 @@ from tinkex_actors.server.engine_host import EngineHost
 from tinkex_actors.server.engines import load_engine
 from tinkex_actors.server.futures import FutureStore
 from tinkex_actors.server.idempotency import IdempotencyCache
+from tinkex_actors.server.latency import NetworkDelayMiddleware
 from tinkex_actors.server.middleware import GuardMiddleware
 from tinkex_actors.server.rate_limit import SampleRateLimiter
-from tinkex_actors.server.routes import models, rest, sampling, service, training, weights
+from tinkex_actors.server.routes import debug, models, rest, sampling, service, training, weights
 from tinkex_actors.server.routes._common import answer
 from tinkex_actors.server.routes.futures import FuturesEndpoint
 from tinkex_actors.server.scheduler import Scheduler
@@ -175,6 +176,8 @@ def create_app(
     )
     for module in (service, models, training, weights, sampling, rest):
         app.include_router(module.router)
+    if settings.debug_stats:
+        app.include_router(debug.router)
     app.add_exception_handler(APIStatusError, _status_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -188,4 +191,7 @@ def create_app(
         open_prefixes=(rest.ARCHIVE_PREFIX,),
         max_body_bytes=settings.max_body_bytes,
     )
+    if settings.network_delay_ms:
+        # Outermost: every answer, 401s included, crosses the emulated hop.
+        app.add_middleware(NetworkDelayMiddleware, delay=settings.network_delay_ms / 1000)
     return app

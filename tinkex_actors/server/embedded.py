@@ -98,10 +98,15 @@ class EmbeddedServer:
             ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` are always set.
         ready_timeout: longest wait for ``/healthz`` in :meth:`start` (seconds).
         stop_timeout: after SIGTERM, longest wait before SIGKILL in :meth:`stop` (seconds).
+        sample_latency_ms: latency model (``--sample-latency-ms``): each sample completes no
+            sooner than this long after it was queued, all samples in parallel.
+        train_latency_ms: the same for forward_backward, forward and optim_step
+            (``--train-latency-ms``).
+        network_delay_ms: every HTTP answer is held this long (``--network-delay-ms``).
 
     Raises:
-        ValidationError: an unknown engine, a port outside 0..65535 or a key without the
-            ``tml-`` prefix.
+        ValidationError: an unknown engine, a port outside 0..65535, a key without the
+            ``tml-`` prefix, or a negative latency or delay.
 
     The API key never appears in the repr. Not thread-safe: start and stop from one thread.
     """
@@ -119,6 +124,9 @@ class EmbeddedServer:
         env: Mapping[str, str] | None = None,
         ready_timeout: float = EMBEDDED_READY_TIMEOUT,
         stop_timeout: float = EMBEDDED_STOP_TIMEOUT,
+        sample_latency_ms: float = 0.0,
+        train_latency_ms: float = 0.0,
+        network_delay_ms: float = 0.0,
     ) -> None:
         if engine not in _ENGINES:
             raise ValidationError(
@@ -132,7 +140,16 @@ class EmbeddedServer:
                 name = "api_key" if index == 0 else f"extra_api_keys[{index - 1}]"
                 message = f"expected a key starting with {API_KEY_PREFIX!r}"
                 raise ValidationError(message, field=name)
+        delays = {
+            "sample_latency_ms": sample_latency_ms,
+            "train_latency_ms": train_latency_ms,
+            "network_delay_ms": network_delay_ms,
+        }
+        for name, value in delays.items():
+            if not value >= 0:  # NaN fails too
+                raise ValidationError(f"expected milliseconds >= 0, got {value!r}", field=name)
         self.engine = engine
+        self._delays = delays
         self._keys = tuple(keys)
         self._requested_port = port
         self._port = 0
@@ -240,6 +257,9 @@ class EmbeddedServer:
         command += ["--data-dir", str(self.data_dir)]
         for key in self._keys:
             command += ["--api-key", key]
+        for name, value in self._delays.items():
+            if value:
+                command += [f"--{name.replace('_', '-')}", f"{value:g}"]
         return command + list(self.extra_args)
 
     def _spawn(self, port: int) -> None:

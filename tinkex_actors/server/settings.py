@@ -23,10 +23,23 @@ from tinkex_actors._constants import (
 )
 from tinkex_actors.errors import ConfigError
 
-__all__ = ["ServerSettings"]
+__all__ = ["DEFAULT_CLIENT_CONFIG", "ServerSettings"]
 
 #: Synchronous endpoints that need the engine wait this long for its warm-up, then answer 503.
 ENGINE_WAIT_TIMEOUT = 50.0
+
+#: Flags ``client/config`` announces unless ``--client-config`` overrides them: the server
+#: serves ``retrieve_futures``, so official 0.38 clients poll one batch per sampling session.
+DEFAULT_CLIENT_CONFIG: Mapping[str, Any] = {"sample_use_retrieve_futures": True}
+
+
+#: Latencies and delays are milliseconds in 0..10 minutes.
+_MAX_DELAY_MS = 600_000.0
+_DELAY_RANGE = f"expected 0 <= ms <= {_MAX_DELAY_MS:g}"
+
+
+def _delay_ok(value: float) -> bool:
+    return math.isfinite(value) and 0 <= value <= _MAX_DELAY_MS
 
 
 @dataclass(frozen=True)
@@ -49,9 +62,15 @@ class ServerSettings:
         expiry_sweep_interval: how often expired checkpoints and futures are swept.
         future_ttl: how long finished futures stay retrievable.
         delivered_future_ttl: how long a future stays retrievable after its result was sent.
-        client_config: flags answered to ``client/config`` (e.g. chunk limits).
+        client_config: flags answered to ``client/config`` (e.g. chunk limits), on top of
+            :data:`DEFAULT_CLIENT_CONFIG` (a flag given here replaces the default's).
         rate_limits: ``asample`` requests per second allowed to an API key (one of
             ``api_keys``); keys not listed are not limited. Never shown in the repr.
+        sample_latency_ms: latency model: each asample's result is visible no sooner than
+            this long after it was queued (the engine work itself is unchanged).
+        train_latency_ms: the same for forward_backward, forward and optim_step.
+        network_delay_ms: every HTTP answer is held this long (an emulated network hop).
+        debug_stats: serve the sampling counters at ``GET /_debug/stats`` (benchmarks).
     """
 
     data_dir: Path
@@ -73,8 +92,14 @@ class ServerSettings:
     delivered_future_ttl: float = SERVER_DELIVERED_FUTURE_TTL
     client_config: Mapping[str, Any] = field(default_factory=dict)
     rate_limits: Mapping[str, float] = field(default_factory=dict, repr=False)
+    sample_latency_ms: float = 0.0
+    train_latency_ms: float = 0.0
+    network_delay_ms: float = 0.0
+    debug_stats: bool = False
 
     def __post_init__(self) -> None:
+        # A frozen dataclass: the merged mapping replaces the given one once, here.
+        object.__setattr__(self, "client_config", {**DEFAULT_CLIENT_CONFIG, **self.client_config})
         checks: list[tuple[str, bool, str]] = [
             ("port", 0 <= self.port <= 65535, "expected 0..65535"),
             ("simulate_ms", self.simulate_ms >= 0, "expected >= 0"),
@@ -88,6 +113,9 @@ class ServerSettings:
             ("expiry_sweep_interval", self.expiry_sweep_interval > 0, "expected > 0"),
             ("future_ttl", self.future_ttl > 0, "expected > 0"),
             ("delivered_future_ttl", self.delivered_future_ttl > 0, "expected > 0"),
+            ("sample_latency_ms", _delay_ok(self.sample_latency_ms), _DELAY_RANGE),
+            ("train_latency_ms", _delay_ok(self.train_latency_ms), _DELAY_RANGE),
+            ("network_delay_ms", _delay_ok(self.network_delay_ms), _DELAY_RANGE),
         ]
         for name, ok, expected in checks:
             if not ok:
