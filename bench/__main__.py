@@ -188,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         f"({host['cores']} cores, {host['memory']}), Python {host['python']}, "
         f"tinker {host['versions']['tinker']}; {elapsed:.0f} s"
     )
-    print(f"command: {command.strip()}; medians of {settings.reps} reps (min/max in the JSON)")
+    reps = f"{settings.reps} reps"
+    if "latency" in only:
+        reps += f" ({settings.load_reps} for workload 7)"
+    print(f"command: {command.strip()}; medians of {reps} (min/max in the JSON)")
     print(format_table(rows))
     missed = [row.workload for row in rows if row.met() == "NO"]
     print(f"targets met: {sum(row.met() == 'yes' for row in rows)}/"

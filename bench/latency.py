@@ -25,8 +25,8 @@ In each mode, per repetition (``load_reps``, rotated order):
   flight) one forward_backward + optim_step, timed alone; against the same step on an idle
   client (``load_steps`` steps).
 
-After the per-future repetitions, each SDK's process is watched until its thread count is
-back to what it was right after setup (**threads back to idle**, at most ``idle_limit``).
+After its last per-future block, each SDK's process is watched until its thread count is back
+to what it was right after setup (**threads back to idle**, at most ``idle_limit``, 90 s).
 """
 
 from __future__ import annotations
@@ -129,12 +129,14 @@ def measure(settings: Settings, mode: str, extra: Sequence[str], progress: Progr
                 workers[name].ask("run", call="step", n=1)
             workers[FLOOR].ask("floor_burst", n=warm)
             order = (*CLIENTS, FLOOR)
+            watched: list[str] = []
             for rep in range(settings.load_reps):
                 progress(f"latency {mode}: burst of {n} samples, rep {rep + 1}")
                 rotated = order[rep % len(order) :] + order[: rep % len(order)]
                 for name in rotated:
                     _burst(settings, name, workers[name], server.base_url, figures)
                 progress(f"latency {mode}: training step under load, rep {rep + 1}")
+                last = rep == settings.load_reps - 1
                 for name in rotated:
                     if name == FLOOR:
                         continue
@@ -143,12 +145,17 @@ def measure(settings: Settings, mode: str, extra: Sequence[str], progress: Progr
                     figures.step_idle[name].append(reply["wall_s"] / steps * 1000)
                     reply = workers[name].ask("loaded_step", n=n, settle=settle)
                     figures.step_loaded[name].append(reply["step_s"] * 1000)
-            if mode == "per-future":
+                    if mode == "per-future" and last:
+                        # Its last block is over: watch its threads from now on (the next
+                        # client's block runs meanwhile; the watcher only sleeps and reads
+                        # /proc).
+                        limit = settings.idle_limit
+                        workers[name].send("idle_wait", baseline=idle[name], limit=limit)
+                        watched.append(name)
+            if watched:
                 progress(f"latency {mode}: waiting for the clients' threads to go idle")
-                for name in CLIENTS:
-                    workers[name].send("idle_wait", baseline=idle[name], limit=settings.idle_limit)
-                for name in CLIENTS:
-                    figures.back_to_idle[name].append(workers[name].receive()["value"])
+            for name in watched:
+                figures.back_to_idle[name].append(workers[name].receive()["value"])
         finally:
             close_all(workers)
     return figures
