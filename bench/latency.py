@@ -17,7 +17,8 @@ In each mode, per repetition (``load_reps``, rotated order):
 * **burst**: ``load_samples`` (2,000) ``sample()`` calls submitted at once from one thread,
   then every result awaited. Figures: wall time, the server's peak of samples in flight
   (submitted and not yet delivered, from its ``--debug-stats`` counters), the client's peak
-  OS threads, client CPU per sample and RSS growth over the block. The bare client (floor)
+  OS threads, client CPU per sample and RSS growth (at the end of the block, over the RSS
+  right after setup: what holding the samples left behind). The bare client (floor)
   submits over 32 ``http.client`` connections, waits with ``retrieve_futures`` and fetches the
   payloads; its submission time defines the **ideal**: sample latency + the time to submit
   (nothing can finish sooner than the last submission plus one latency).
@@ -96,7 +97,14 @@ def server_stats(base_url: str, *, reset: bool = False) -> dict[str, int]:
     return stats
 
 
-def _burst(settings: Settings, name: str, worker: Worker, base_url: str, figures: Figures) -> None:
+def _burst(
+    settings: Settings,
+    name: str,
+    worker: Worker,
+    base_url: str,
+    figures: Figures,
+    rss_setup: float,
+) -> None:
     n = settings.load_samples
     server_stats(base_url, reset=True)
     if name == FLOOR:
@@ -108,7 +116,7 @@ def _burst(settings: Settings, name: str, worker: Worker, base_url: str, figures
         figures.wall[name].append(reply["wall_s"])
         figures.threads[name].append(reply["peak_threads"])
         figures.cpu_ms[name].append(reply["cpu_s"] / n * 1000)
-        figures.rss_growth[name].append(reply["rss_mb_end"] - reply["rss_mb_start"])
+        figures.rss_growth[name].append(reply["rss_mb_end"] - rss_setup)
     figures.peak_in_flight[name].append(server_stats(base_url)["samples_in_flight_peak"])
 
 
@@ -122,7 +130,8 @@ def measure(settings: Settings, mode: str, extra: Sequence[str], progress: Progr
         spec = Spec(threads=settings.fan_threads)
         workers = start_all((*CLIENTS, FLOOR), server.base_url, spec, settings.client_cpus)
         try:
-            idle = {name: workers[name].ask("probe")["threads"] for name in CLIENTS}
+            probes = {name: workers[name].ask("probe") for name in (*CLIENTS, FLOOR)}
+            idle = {name: probe["threads"] for name, probe in probes.items()}
             warm = max(4, n // 20)
             for name in CLIENTS:
                 workers[name].ask("burst", n=warm)
@@ -134,7 +143,8 @@ def measure(settings: Settings, mode: str, extra: Sequence[str], progress: Progr
                 progress(f"latency {mode}: burst of {n} samples, rep {rep + 1}")
                 rotated = order[rep % len(order) :] + order[: rep % len(order)]
                 for name in rotated:
-                    _burst(settings, name, workers[name], server.base_url, figures)
+                    rss_setup = probes[name]["rss_mb"]
+                    _burst(settings, name, workers[name], server.base_url, figures, rss_setup)
                 progress(f"latency {mode}: training step under load, rep {rep + 1}")
                 last = rep == settings.load_reps - 1
                 for name in rotated:

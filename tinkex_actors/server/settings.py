@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from tinkex_actors._constants import (
@@ -30,7 +31,7 @@ ENGINE_WAIT_TIMEOUT = 50.0
 
 #: Flags ``client/config`` announces unless ``--client-config`` overrides them: the server
 #: serves ``retrieve_futures``, so official 0.38 clients poll one batch per sampling session.
-DEFAULT_CLIENT_CONFIG: Mapping[str, Any] = {"sample_use_retrieve_futures": True}
+DEFAULT_CLIENT_CONFIG: Mapping[str, Any] = MappingProxyType({"sample_use_retrieve_futures": True})
 
 
 #: Latencies and delays are milliseconds in 0..10 minutes.
