@@ -25,7 +25,16 @@ from bench._servers import bench_server
 from bench._settings import FULL, SMOKE, Settings
 from bench._workers import close_all
 
-WORKLOADS = ("transport", "sequential", "fanout", "encode", "pipelining", "footprint", "embedded")
+WORKLOADS = (
+    "transport",
+    "sequential",
+    "fanout",
+    "encode",
+    "pipelining",
+    "footprint",
+    "embedded",
+    "latency",
+)
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
 DEFAULT_CHART = Path(__file__).resolve().parent.parent / "docs" / "performance.png"
 
@@ -53,6 +62,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--server-cpus", help="pin the servers to these CPUs, e.g. 0")
     parser.add_argument("--client-cpus", help="pin the client processes to these CPUs, e.g. 1")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    latency = parser.add_argument_group("the latency workload (7)")
+    latency.add_argument("--load-samples", type=int, help="samples per burst (2000)")
+    latency.add_argument(
+        "--sample-latency-ms", type=float, help="the server's latency per sample (2000)"
+    )
+    latency.add_argument("--network-delay-ms", type=float, help="the emulated network hop (10)")
+    latency.add_argument("--load-reps", type=int, help="repetitions of the latency workload (3)")
     return parser.parse_args(argv)
 
 
@@ -122,6 +138,14 @@ def run(settings: Settings, only: list[str], progress: Progress) -> list[Row]:
             return embedded.run(settings, progress)
 
         groups.append(embedded_group)
+    if "latency" in chosen:
+
+        def latency_group() -> list[Row]:
+            from bench import latency
+
+            return latency.run(settings, progress)
+
+        groups.append(latency_group)
     if settings.parallel:
         with concurrent.futures.ThreadPoolExecutor(len(groups) or 1) as pool:
             results = [future.result() for future in [pool.submit(g) for g in groups]]
@@ -140,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = replace(
         settings, server_cpus=_cpus(args.server_cpus), client_cpus=_cpus(args.client_cpus)
     )
+    overrides = {
+        "load_samples": args.load_samples,
+        "sample_latency_ms": args.sample_latency_ms,
+        "network_delay_ms": args.network_delay_ms,
+        "load_reps": args.load_reps,
+    }
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     only = [w.strip() for w in args.only.split(",") if w.strip()]
     started = time.monotonic()
     when = datetime.datetime.now(datetime.UTC)
@@ -157,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         f"({host['cores']} cores, {host['memory']}), Python {host['python']}, "
         f"tinker {host['versions']['tinker']}; {elapsed:.0f} s"
     )
-    print(f"command: {command.strip()}; medians of {settings.reps} reps (min/max in the JSON)")
+    reps = f"{settings.reps} reps"
+    if "latency" in only:
+        reps += f" ({settings.load_reps} for workload 7)"
+    print(f"command: {command.strip()}; medians of {reps} (min/max in the JSON)")
     print(format_table(rows))
     missed = [row.workload for row in rows if row.met() == "NO"]
     print(f"targets met: {sum(row.met() == 'yes' for row in rows)}/"

@@ -9,7 +9,11 @@ actor and worker threads count as client CPU).
 
 Commands: ``{"op": "setup"}``; ``{"op": "run", "call": "fb"|"optim"|"sample"|"step",
 "n": N}``; ``{"op": "fanout", "n": N}``; ``{"op": "mixed", "n": N}``; ``{"op": "probe"}``
-(RSS and thread count); ``{"op": "close"}``.
+(RSS and thread count); ``{"op": "close"}``. The latency workload's: ``{"op": "burst",
+"n": N}`` (submit N samples from this thread, then wait for them); ``{"op": "loaded_step",
+"n": N, "settle": S}`` (submit N samples, S seconds later one training step, timed alone,
+then wait for the samples); ``{"op": "floor_burst", "n": N}`` (the bare client's burst);
+``{"op": "idle_wait", "baseline": T, "limit": S}`` (seconds until at most T threads again).
 """
 
 from __future__ import annotations
@@ -26,7 +30,19 @@ import traceback
 from typing import Any
 
 from bench._common import rss_and_threads
-from bench._drivers import DRIVERS, Spec
+from bench._drivers import LOAD_TIMEOUT, Official, Ours, Spec
+from bench._floors import EngineFloor, HttpClientFloor, RequestsFloor
+
+#: The drivers a worker can run, by name.
+DRIVERS: dict[str, type[Any]] = {
+    "ours": Ours,
+    "official": Official,
+    "http.client": HttpClientFloor,
+    "requests": RequestsFloor,
+    "engine": EngineFloor,
+}
+#: A thread count this close to the baseline counts as back to idle (the watcher, stragglers).
+IDLE_MARGIN = 2
 
 
 def _timed(fn: Any, *args: Any) -> dict[str, Any]:
@@ -42,7 +58,9 @@ def _timed(fn: Any, *args: Any) -> dict[str, Any]:
 
 def _peak_threads(fn: Any, *args: Any) -> dict[str, Any]:
     # Sample the OS thread count while ``fn`` runs.
-    peak = [rss_and_threads()[1]]
+    gc.collect()
+    rss_start, threads_start = rss_and_threads()
+    peak = [threads_start]
     stop = threading.Event()
 
     def watch() -> None:
@@ -58,11 +76,39 @@ def _peak_threads(fn: Any, *args: Any) -> dict[str, Any]:
         watcher.join()
     # The watcher itself is not the client's.
     result["peak_threads"] = peak[0] - 1
+    result["rss_mb_start"], result["threads_start"] = rss_start, threads_start
     # The footprint right at the end (another worker may still be busy, and idle threads
     # retire after a while).
     gc.collect()
     result["rss_mb_end"], result["threads_end"] = rss_and_threads()
     return result
+
+
+def _burst(driver: Any, n: int) -> int:
+    # ``n`` samples submitted at once from this thread, then awaited.
+    return int(driver.await_samples(driver.submit_samples(n)))
+
+
+def _loaded_step(driver: Any, n: int, settle: float) -> dict[str, Any]:
+    # A training step issued while ``n`` samples are in flight; only the step is timed.
+    futures = driver.submit_samples(n)
+    time.sleep(settle)
+    started = time.perf_counter()
+    driver.step(LOAD_TIMEOUT)
+    step_s = time.perf_counter() - started
+    done = driver.await_samples(futures)
+    return {"step_s": step_s, "value": done}
+
+
+def _idle_wait(baseline: int, limit: float) -> dict[str, Any]:
+    # Seconds until the process is back to ``baseline`` threads (``limit`` if it never is).
+    started = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - started
+        threads = rss_and_threads()[1]
+        if threads <= baseline + IDLE_MARGIN or elapsed >= limit:
+            return {"value": min(elapsed, limit), "threads": threads}
+        time.sleep(0.25)
 
 
 def main() -> None:
@@ -101,6 +147,14 @@ def main() -> None:
                 reply = _peak_threads(driver.fanout, int(command["n"]))
             elif op == "mixed":
                 reply = _peak_threads(driver.mixed, int(command["n"]))
+            elif op == "burst":
+                reply = _peak_threads(_burst, driver, int(command["n"]))
+            elif op == "loaded_step":
+                reply = _loaded_step(driver, int(command["n"]), float(command["settle"]))
+            elif op == "floor_burst":
+                reply = driver.burst(int(command["n"]))
+            elif op == "idle_wait":
+                reply = _idle_wait(int(command["baseline"]), float(command["limit"]))
             elif op == "probe":
                 gc.collect()
                 rss, threads = rss_and_threads()

@@ -28,7 +28,7 @@ class Worker:
     """One client driver in its own process.
 
     Args:
-        driver: a key of :data:`bench._drivers.DRIVERS`.
+        driver: a key of :data:`bench._worker.DRIVERS`.
         base_url: the server.
         spec: the work.
         cpus: CPUs to pin the worker to.

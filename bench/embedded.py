@@ -3,7 +3,7 @@
 A torch-engine server (default model ``tinkex/tiny-llama``: 2 layers, hidden 128, vocabulary
 2048) in its own process; rank-32 LoRA. Clients: ours and the official SDK (each in its own
 process), and the floor: the same engine called in-process with no HTTP
-(:class:`bench._drivers.EngineFloor`, the engine's default thread count). Figures: a
+(:class:`bench._floors.EngineFloor`, the engine's default thread count). Figures: a
 training step (forward_backward of 8 datums x 128 tokens + optim_step, both submitted, then
 both waited for) and one sample of 32 new tokens after a 16-token prompt, wall ms per call,
 median over blocks of ``torch_steps`` / ``torch_samples`` calls in a rotated order.

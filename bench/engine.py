@@ -14,7 +14,7 @@ engine is built in a temporary data directory (the first start builds the tiny m
 time is printed too) and nothing is written to the Hugging Face cache.
 
 Run: ``.venv/bin/python -m bench.engine [--reps N] [--threads N ...]``. The engine is driven by
-:class:`bench._drivers.EngineFloor`, the floor of the harness's workload 6.
+:class:`bench._floors.EngineFloor`, the floor of the harness's workload 6.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import statistics
 import time
 from collections.abc import Callable
 
-from bench._drivers import EngineFloor, Spec
+from bench._drivers import Spec
+from bench._floors import EngineFloor
 
 DATUMS = 8
 TOKENS = 128

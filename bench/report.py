@@ -28,6 +28,9 @@ def block(result: dict[str, Any]) -> str:
     judged = [row for row in rows if row["met"] != "-"]
     missed = [row["workload"] for row in judged if row["met"] == "NO"]
     summary = f"targets met: {len(judged) - len(missed)}/{len(judged)}"
+    reps = f"{result['settings']['reps']} repetitions"
+    if any(row["workload"].startswith("7 ") for row in rows):
+        reps += f", {result['settings'].get('load_reps', '?')} for workload 7"
     if missed:
         summary += "; missed: " + ", ".join(missed)
     return "\n".join(
@@ -37,8 +40,8 @@ def block(result: dict[str, Any]) -> str:
                 f"Run {result['date'].replace('T', ' ')} on {host['cpu']} "
                 f"({host['cores']} cores, {host['memory']}), Python {host['python']}, "
                 f"tinker {host['versions']['tinker']}, in {result['elapsed_s']:.0f} s; "
-                f"command `{result['command']}` (medians of {result['settings']['reps']} "
-                "repetitions; min, max and every value in `bench/results/latest.json`)."
+                f"command `{result['command']}` (medians of {reps}; min, max and every "
+                "value in `bench/results/latest.json`)."
             ),
             "",
             "```text",

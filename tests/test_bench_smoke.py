@@ -49,12 +49,14 @@ def _check_rows(rows: list[dict[str, Any]]) -> None:
 
 
 def test_every_workload_but_the_torch_one(tmp_path: Path) -> None:
-    stdout, result = _run(tmp_path, "transport,sequential,fanout,encode,pipelining,footprint")
+    stdout, result = _run(
+        tmp_path, "transport,sequential,fanout,encode,pipelining,footprint,latency"
+    )
     assert re.search(r"^workload +\| unit +\| ours", stdout, re.MULTILINE)
     assert "targets met:" in stdout
     assert result["smoke"] is True
     rows = result["rows"]
-    assert {row["workload"].split()[0] for row in rows} == {"0", "1", "2", "3", "4", "5"}
+    assert {row["workload"].split()[0] for row in rows} == {"0", "1", "2", "3", "4", "5", "7"}
     by_name = {row["workload"]: row for row in rows}
     forward = by_name["1 seq forward_backward 1x16"]
     # Our SDK, the official SDK and both floors each ran the sequential calls.
@@ -63,8 +65,31 @@ def test_every_workload_but_the_torch_one(tmp_path: Path) -> None:
     assert [t["kind"] for t in forward["targets"]] == ["official", "floor"]
     assert all(row["ours"] is not None for row in rows)
     _check_rows(rows)
+    _check_latency_rows(by_name, result["settings"])
     assert result["table"].splitlines()[0].startswith("workload")
     _check_report(tmp_path, result)
+
+
+def _check_latency_rows(by_name: dict[str, dict[str, Any]], settings: dict[str, Any]) -> None:
+    """Workload 7 ran both SDKs in both modes against the latency-model server."""
+    n, latency_s = settings["load_samples"], settings["sample_latency_ms"] / 1000
+    burst = by_name[f"7 burst of {n} samples @{settings['sample_latency_ms']:g} ms: wall"]
+    per_future = by_name["7 per-future polling: burst wall"]
+    for row in (burst, per_future):
+        assert row["ours"]
+        assert row["official"]
+        # Nothing finishes before the server's latency: the ideal and both SDKs are above it.
+        assert row["floor"]["median"] >= latency_s
+        assert min(row["ours"]["median"], row["official"]["median"]) >= latency_s
+    # The server saw the samples in flight at once (its --debug-stats counters).
+    peak = by_name["7 burst: server peak in flight"]
+    assert peak["ours"]["median"] >= 1
+    assert peak["floor"]["median"] == n
+    for name in ("7 burst: peak client threads", "7 burst: RSS growth"):
+        assert [t["kind"] for t in by_name[name]["targets"]] == ["absolute"]
+    steps = [name for name in by_name if name.startswith("7 train step")]
+    assert steps
+    assert by_name[steps[0]]["floor"]  # the same step without load
 
 
 def _check_report(tmp_path: Path, result: dict[str, Any]) -> None:

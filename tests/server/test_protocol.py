@@ -44,7 +44,11 @@ def test_healthz_is_open_everything_else_needs_a_key(null_server: ServerHandle) 
 
 def test_config_capabilities_and_telemetry(api: Api) -> None:
     config = api.ok("/client/config", {"sdk_version": "0.38.0"})
-    assert config == {"fwdbwd_max_chunk_len": 2, "proto_compress_fwdbwd": True}
+    assert config == {
+        "fwdbwd_max_chunk_len": 2,
+        "proto_compress_fwdbwd": True,
+        "sample_use_retrieve_futures": True,  # the default: retrieve_futures is served
+    }
     assert api.ok("/client/dynamic_config", {"sdk_version": "0.38.0"}) == {}
     assert api.ok("/telemetry", {"events": []}) == {"status": "accepted"}
     capabilities = api.get("/get_server_capabilities").json()

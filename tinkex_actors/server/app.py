@@ -32,11 +32,13 @@ from tinkex_actors.server.engine_host import EngineHost
 from tinkex_actors.server.engines import load_engine
 from tinkex_actors.server.futures import FutureStore
 from tinkex_actors.server.idempotency import IdempotencyCache
+from tinkex_actors.server.latency import NetworkDelayMiddleware
 from tinkex_actors.server.middleware import GuardMiddleware
 from tinkex_actors.server.persistence import save_live_models
 from tinkex_actors.server.rate_limit import SampleRateLimiter
 from tinkex_actors.server.request_log import RequestLogMiddleware
 from tinkex_actors.server.routes import (
+    debug,
     models,
     rest,
     sampling,
@@ -209,6 +211,8 @@ def create_app(
         app.include_router(module.router)
     if settings.test_hooks:
         app.include_router(testing_hooks.router)
+    if settings.debug_stats:
+        app.include_router(debug.router)
     app.add_exception_handler(APIStatusError, _status_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -223,6 +227,9 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         tokens=tokens,
     )
+    if settings.network_delay_ms:
+        # Every answer, 401s included, crosses the emulated hop.
+        app.add_middleware(NetworkDelayMiddleware, delay=settings.network_delay_ms / 1000)
     # Outermost: logs every answer, the guard's 401 and 413 included.
     app.add_middleware(RequestLogMiddleware)
     return app

@@ -124,6 +124,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="stop gracefully when standard input closes (EmbeddedServer: exit with the parent)",
     )
+    add(
+        "--sample-latency-ms",
+        type=float,
+        default=0.0,
+        help="latency model: each asample completes no sooner than this after it was queued",
+    )
+    add(
+        "--train-latency-ms",
+        type=float,
+        default=0.0,
+        help="latency model: the same for forward_backward, forward and optim_step",
+    )
+    add("--network-delay-ms", type=float, default=0.0, help="hold every HTTP answer this long")
+    add(
+        "--debug-stats",
+        action="store_true",
+        help="serve sampling counters at GET /_debug/stats (benchmarks; not the Tinker API)",
+    )
     add("--log-level", default="WARNING", help="level of the server's log (default %(default)s)")
 
 
@@ -164,6 +182,10 @@ def _settings(ns: argparse.Namespace, keys: list[str]) -> Any:
         jwt_ttl=ns.jwt_ttl,
         session_timeout=ns.session_timeout,
         test_hooks=ns.test_hooks,
+        sample_latency_ms=ns.sample_latency_ms,
+        train_latency_ms=ns.train_latency_ms,
+        network_delay_ms=ns.network_delay_ms,
+        debug_stats=ns.debug_stats,
     )
 
 

@@ -111,9 +111,17 @@ class EmbeddedServer:
         exit_with_parent: stop the server when this process exits, even by SIGKILL (the
             server watches a pipe from this process: ``--exit-on-stdin-eof``).
 
+        sample_latency_ms: latency model (``--sample-latency-ms``): each sample completes no
+            sooner than this long after it was queued, all samples in parallel.
+        train_latency_ms: the same for forward_backward, forward and optim_step
+            (``--train-latency-ms``).
+        network_delay_ms: every HTTP answer is held this long (``--network-delay-ms``).
+
+
     Raises:
         ValidationError: an unknown engine, a port outside 0..65535, a key without the
-            ``tml-`` prefix, a ``jwt_ttl`` below 1 or a ``session_timeout`` not above 0.
+            ``tml-`` prefix, a ``jwt_ttl`` below 1, a ``session_timeout`` not above 0, or a
+            negative latency or delay.
 
     The API key never appears in the repr. Not thread-safe: start and stop from one thread.
     """
@@ -136,6 +144,9 @@ class EmbeddedServer:
         session_timeout: float | None = None,
         test_hooks: bool = False,
         exit_with_parent: bool = True,
+        sample_latency_ms: float = 0.0,
+        train_latency_ms: float = 0.0,
+        network_delay_ms: float = 0.0,
     ) -> None:
         if engine not in _ENGINES:
             raise ValidationError(
@@ -156,7 +167,16 @@ class EmbeddedServer:
                 f"expected a session timeout > 0 s (None: never), got {session_timeout}",
                 field="session_timeout",
             )
+        delays = {
+            "sample_latency_ms": sample_latency_ms,
+            "train_latency_ms": train_latency_ms,
+            "network_delay_ms": network_delay_ms,
+        }
+        for name, value in delays.items():
+            if not value >= 0:  # NaN fails too
+                raise ValidationError(f"expected milliseconds >= 0, got {value!r}", field=name)
         self.engine = engine
+        self._delays = delays
         self._keys = tuple(keys)
         self._options: list[str] = []
         if jwt_auth:
@@ -275,6 +295,9 @@ class EmbeddedServer:
         command += ["--data-dir", str(self.data_dir)]
         for key in self._keys:
             command += ["--api-key", key]
+        for name, value in self._delays.items():
+            if value:
+                command += [f"--{name.replace('_', '-')}", f"{value:g}"]
         return command + self._options + list(self.extra_args)
 
     def _spawn(self, port: int) -> None:

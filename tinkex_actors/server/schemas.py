@@ -6,7 +6,7 @@ accepted and ignored. FastAPI turns validation failures into 400 (see ``app.py``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,7 +31,9 @@ __all__ = [
     "LoraConfigBody",
     "ModelIdBody",
     "OptimStepBody",
+    "FuturesTargetBody",
     "RetrieveFutureBody",
+    "RetrieveFuturesBody",
     "SampleBody",
     "SamplingParamsBody",
     "SaveWeightsBody",
@@ -174,6 +176,19 @@ class SampleBody(_Body):
 class RetrieveFutureBody(_Body):
     request_id: str
     allow_metadata_only: bool = False
+
+
+class FuturesTargetBody(_Body):
+    type: Literal["sampling_session"] = "sampling_session"
+    sampling_session_id: str
+    cloned_sampler_id: int = Field(default=0, ge=0)
+
+
+class RetrieveFuturesBody(_Body):
+    target: FuturesTargetBody
+    prev_cursor: int = Field(default=0, ge=0)
+    timeout: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    retrieved_request_ids: list[str] = Field(default_factory=list)
 
 
 class WeightsInfoBody(_Body):

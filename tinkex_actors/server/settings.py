@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from tinkex_actors._constants import (
@@ -23,7 +24,7 @@ from tinkex_actors._constants import (
 )
 from tinkex_actors.errors import ConfigError
 
-__all__ = ["ServerSettings"]
+__all__ = ["DEFAULT_CLIENT_CONFIG", "ServerSettings"]
 
 #: Synchronous endpoints that need the engine wait this long for its warm-up, then answer 503.
 ENGINE_WAIT_TIMEOUT = 50.0
@@ -34,6 +35,19 @@ JWT_DEFAULT_TTL = 3600
 RESTORE_RETRY_AFTER = 5.0
 #: ``client/config`` flag that makes the official SDK exchange its key for JWTs.
 JWT_CLIENT_FLAG = "pjwt_auth_enabled"
+
+#: Flags ``client/config`` announces unless ``--client-config`` overrides them: the server
+#: serves ``retrieve_futures``, so official 0.38 clients poll one batch per sampling session.
+DEFAULT_CLIENT_CONFIG: Mapping[str, Any] = MappingProxyType({"sample_use_retrieve_futures": True})
+
+
+#: Latencies and delays are milliseconds in 0..10 minutes.
+_MAX_DELAY_MS = 600_000.0
+_DELAY_RANGE = f"expected 0 <= ms <= {_MAX_DELAY_MS:g}"
+
+
+def _delay_ok(value: float) -> bool:
+    return math.isfinite(value) and 0 <= value <= _MAX_DELAY_MS
 
 
 @dataclass(frozen=True)
@@ -56,7 +70,8 @@ class ServerSettings:
         expiry_sweep_interval: how often expired checkpoints and futures are swept.
         future_ttl: how long finished futures stay retrievable.
         delivered_future_ttl: how long a future stays retrievable after its result was sent.
-        client_config: flags answered to ``client/config`` (e.g. chunk limits).
+        client_config: flags answered to ``client/config`` (e.g. chunk limits), on top of
+            :data:`DEFAULT_CLIENT_CONFIG` (a flag given here replaces the default's).
         rate_limits: ``asample`` requests per second allowed to an API key (one of
             ``api_keys``); keys not listed are not limited. Never shown in the repr.
         jwt_auth: ``auth/token`` exchanges a key for a signed JWT (HS256) that every endpoint
@@ -66,6 +81,11 @@ class ServerSettings:
             models and samplers are released; calls naming it get 410); 0: never.
         test_hooks: serve the ``/api/v1/_test/...`` routes (expire a session now, rotate
             the JWT secret, auth counters); for tests only.
+        sample_latency_ms: latency model: each asample's result is visible no sooner than
+            this long after it was queued (the engine work itself is unchanged).
+        train_latency_ms: the same for forward_backward, forward and optim_step.
+        network_delay_ms: every HTTP answer is held this long (an emulated network hop).
+        debug_stats: serve the sampling counters at ``GET /_debug/stats`` (benchmarks).
     """
 
     data_dir: Path
@@ -91,8 +111,14 @@ class ServerSettings:
     jwt_ttl: int = JWT_DEFAULT_TTL
     session_timeout: float = 0.0
     test_hooks: bool = False
+    sample_latency_ms: float = 0.0
+    train_latency_ms: float = 0.0
+    network_delay_ms: float = 0.0
+    debug_stats: bool = False
 
     def __post_init__(self) -> None:
+        # A frozen dataclass: the merged mapping replaces the given one once, here.
+        object.__setattr__(self, "client_config", {**DEFAULT_CLIENT_CONFIG, **self.client_config})
         checks: list[tuple[str, bool, str]] = [
             ("port", 0 <= self.port <= 65535, "expected 0..65535"),
             ("simulate_ms", self.simulate_ms >= 0, "expected >= 0"),
@@ -112,6 +138,9 @@ class ServerSettings:
                 math.isfinite(self.session_timeout) and self.session_timeout >= 0,
                 "expected >= 0 (0: sessions never expire)",
             ),
+            ("sample_latency_ms", _delay_ok(self.sample_latency_ms), _DELAY_RANGE),
+            ("train_latency_ms", _delay_ok(self.train_latency_ms), _DELAY_RANGE),
+            ("network_delay_ms", _delay_ok(self.network_delay_ms), _DELAY_RANGE),
         ]
         for name, ok, expected in checks:
             if not ok:

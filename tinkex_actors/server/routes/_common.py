@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 
 from tinkex_actors._constants import CONTENT_JSON, CONTENT_PROTOBUF, HEADER_IDEMPOTENCY_KEY
 from tinkex_actors._logging import get_logger
+from tinkex_actors.server.completions import LogKey
 from tinkex_actors.server.futures import ResultKind
 from tinkex_actors.server.http_errors import bad_request, too_large
 from tinkex_actors.server.request_log import note_model
@@ -216,13 +217,23 @@ async def submit_once(
     kind: ResultKind,
     run: Callable[[], Any],
     seq_id: int | None,
+    latency: float = 0.0,
 ) -> Response:
     """:func:`submit` the caller's engine work on ``lane``, once per idempotency key."""
     state, owner = server(request), tenant(request)
     note_model(request.scope, lane)
 
     async def produce() -> JSON:
-        return submit(state, tenant_id=owner, lane=lane, kind=kind, run=run, raw=raw, seq_id=seq_id)
+        return submit(
+            state,
+            tenant_id=owner,
+            lane=lane,
+            kind=kind,
+            run=run,
+            raw=raw,
+            seq_id=seq_id,
+            latency=latency,
+        )
 
     return await idempotent(request, raw, produce)
 
@@ -238,18 +249,22 @@ def submit(
     seq_id: int | None = None,
     on_failure: Callable[[], None] | None = None,
     extra: JSON | None = None,
+    latency: float = 0.0,
+    log_key: LogKey | None = None,
 ) -> JSON:
     """Queue engine work and return the untyped future ``{"request_id", ...}``.
 
     A repeated ``(lane, seq_id)`` with the same body returns the first future; with a
-    different body it is a 409 (see :meth:`Scheduler.dedupe`).
+    different body it is a 409 (see :meth:`Scheduler.dedupe`). ``latency`` (seconds) delays
+    when the outcome becomes visible (the latency model); ``log_key`` names the completion
+    log that reports it to ``retrieve_futures``.
     """
     fingerprint = digest(raw)
     if lane is not None and seq_id is not None:
         seen = state.scheduler.dedupe(lane, seq_id, fingerprint)
         if seen is not None:
             return seen
-    future = state.futures.create(tenant_id, kind, state.loop)
+    future = state.futures.create(tenant_id, kind, state.loop, latency=latency, log_key=log_key)
     response: JSON = {"request_id": future.request_id}
     if lane is not None:
         response["model_id"] = lane

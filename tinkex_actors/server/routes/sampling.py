@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 
+from tinkex_actors._constants import SAMPLE_SEQ_ID_STRIDE
 from tinkex_actors.server.checkpoints import TinkerPath, parse_tinker_path
 from tinkex_actors.server.codec_json import decode_model_input
 from tinkex_actors.server.engine_api import BaseModelInfo, SampleResult
@@ -178,9 +179,20 @@ async def asample(request: Request) -> Response:
         result.target_prompt_csr = target_csr
         return _apply_last_n(result, last_n) if last_n else result
 
+    # The target an official 0.38 client's retrieve_futures poller asks about.
+    clone = (req.seq_id or 0) // SAMPLE_SEQ_ID_STRIDE
+    log_key = (req.sampling_session_id, clone) if req.sampling_session_id else None
+
     async def produce() -> JSON:
         response = submit(
-            state, tenant_id=owner, lane=None, kind=ResultKind.SAMPLE, run=run, raw=raw
+            state,
+            tenant_id=owner,
+            lane=None,
+            kind=ResultKind.SAMPLE,
+            run=run,
+            raw=raw,
+            latency=state.settings.sample_latency_ms / 1000,
+            log_key=log_key,
         )
         request_id = response["request_id"]
         response["sample_sequence_ids"] = [f"{request_id}:{i}" for i in range(spec.num_samples)]
@@ -196,6 +208,8 @@ def release_session_samplers(state: ServerState, session_id: str) -> None:
         dropped = [s for s in state.samplers if s.startswith(prefix)]
         for sampler_id in dropped:
             del state.samplers[sampler_id]
+    # Polls of the session's completions are released (and answer 410 from now on).
+    state.futures.logs.close_prefix(prefix)
     for sampler_id in dropped:
 
         def drop(sampler_id: str = sampler_id) -> JSON:

@@ -61,6 +61,7 @@ async def _submit_forward(request: Request, raw: bytes, payload: FwdBwdPayload) 
         kind=ResultKind.FORWARD_BACKWARD,
         run=run,
         seq_id=payload.seq_id,
+        latency=state.settings.train_latency_ms / 1000,
     )
 
 
@@ -105,5 +106,11 @@ async def optim_step(request: Request) -> Response:
         return {"metrics": {k: float(v) for k, v in metrics.items()}, "type": "optim_step"}
 
     return await submit_once(
-        request, raw, lane=req.model_id, kind=ResultKind.JSON, run=run, seq_id=req.seq_id
+        request,
+        raw,
+        lane=req.model_id,
+        kind=ResultKind.JSON,
+        run=run,
+        seq_id=req.seq_id,
+        latency=state.settings.train_latency_ms / 1000,
     )
