@@ -161,19 +161,27 @@ def _dispatch(sub: Submission) -> None:
     if state.is_closed():
         finish(sub, error=_closed_error(state))
         return
+    state.begin_submit()
     try:
         with state.blocking():
             response = _submit(sub)
         submitted = untyped_future(response)
     except Exception as exc:
+        state.end_submit()
         _failed(sub, exc)
         return
     sub.request_id = submitted.request_id
     sub.sequence_ids = submitted.sample_sequence_ids
     if state.batched:
-        if state.watch(sub):
+        start_polling, completed = state.watch(sub)
+        if completed:
+            with state.lock:
+                state.fetching.add(sub.request_id)
+            _fetch_later(sub)
+        if start_polling:
             _start_poll_loop(state)
     else:
+        state.end_submit()
         _poll_singly(sub)
 
 
@@ -260,9 +268,11 @@ def _fetch(sub: Submission, *, metadata_known: bool = True) -> None:
     """Retrieve ``sub``'s result (after its completion was reported, or by long polling)."""
     state = sub.state
     request_id = sub.request_id
-    if sub.finished or request_id is None:
+    if request_id is None:
         return
     try:
+        if sub.finished:
+            return  # timed out or closed meanwhile
         with state.blocking():
             result = poll_future(
                 state.runtime,
@@ -372,8 +382,9 @@ def poll_completions(state: SamplerState) -> bool:
         for request_id in completions:
             sub = state.watched.pop(request_id, None)
             if sub is None:
-                state.acks.add(request_id)  # not ours to wait for (done, expired, repeated)
+                state.note_unknown(request_id)  # done, expired, repeated, or not read yet
             else:
+                state.fetching.add(request_id)
                 fetch.append(sub)
     if rewound:
         get_logger("sampling").warning(

@@ -11,6 +11,10 @@ operations, never across I/O:
 * ``watched``: request id -> sample, for samples whose completion the session's batched poll
   will report (``retrieve_futures``). Whoever pops a sample from it (the poll, a fallback to
   single polls, a timeout) is the one who finishes it: no result is lost or delivered twice.
+* ``early``: completions the poll reported before the submitting thread registered their
+  sample (a fast server can finish a sample before its submission's answer is read). They
+  are kept while submissions are under way (``submitting``), and claimed on registration;
+  when none is under way, what is left is not ours to wait for and is acknowledged.
 * ``acks``: ids whose results were fetched, reported on the next batched poll so the server
   may drop them; ``cursor``: the last cursor the server answered.
 """
@@ -128,6 +132,10 @@ class SamplerState(ClientState):
         self.inflight = 0
         self.queued: collections.deque[Submission] = collections.deque()
         self.watched: dict[str, Submission] = {}
+        self.submitting = 0
+        self.early: set[str] = set()
+        # Reported complete and being fetched (acknowledged once fetched, never before).
+        self.fetching: set[str] = set()
         self.acks: set[str] = set()
         self.cursor = 0
         self.polling = False
@@ -213,29 +221,68 @@ class SamplerState(ClientState):
             return None
 
     # ------------------------------------------------------------------ batched polling
-    def watch(self, sub: Submission) -> bool:
-        """Wait for ``sub``'s completion through the batched poll. Returns True when the poll
-        loop is idle and must be started (the caller tells the actor)."""
+    def begin_submit(self) -> None:
+        """A submission starts: completions of unknown ids may be its own (see ``early``)."""
+        with self.lock:
+            self.submitting += 1
+
+    def end_submit(self) -> None:
+        """A submission ended without registering a sample (failed, or polled singly)."""
+        with self.lock:
+            self.submitting -= 1
+            self._settle_early()
+
+    def watch(self, sub: Submission) -> tuple[bool, bool]:
+        """Register ``sub`` (submitted) for the batched poll's report of its completion.
+
+        Returns ``(start_polling, completed)``: whether the poll loop is idle and must be
+        started (the caller tells the actor), and whether the poll already reported it (the
+        caller fetches the result now).
+        """
         assert sub.request_id is not None
         with self.lock:
-            if sub.finished:
+            self.submitting -= 1
+            completed = sub.request_id in self.early
+            if completed:
+                self.early.discard(sub.request_id)
+            elif sub.finished:
                 self.acks.add(sub.request_id)  # timed out meanwhile: let the server drop it
             else:
                 self.watched[sub.request_id] = sub
-            return self._start_polling()
+            self._settle_early()
+            return self._start_polling(), completed
+
+    def note_unknown(self, request_id: str) -> None:
+        """A completion for no registered sample (call with the lock held): being fetched
+        already (a repeated report: ignored), maybe one whose submission is still being read,
+        else not ours to wait for (acknowledged)."""
+        if request_id in self.fetching:
+            return
+        if self.submitting:
+            self.early.add(request_id)
+        else:
+            self.acks.add(request_id)
+
+    def _settle_early(self) -> None:
+        # Called with the lock held: no submission under way, so nothing left in ``early``
+        # can still be claimed.
+        if not self.submitting and self.early:
+            self.acks |= self.early
+            self.early.clear()
 
     def acknowledge(self, request_id: str) -> bool:
         """Report ``request_id`` as retrieved on the next poll; True when the poll loop is
         idle and must be started."""
-        if not self.batched:
-            return False  # batched polling failed: nobody to tell
         with self.lock:
+            self.fetching.discard(request_id)
+            if not self.batched:
+                return False  # batched polling failed: nobody to tell
             self.acks.add(request_id)
             return self._start_polling()
 
     def _start_polling(self) -> bool:
         # Called with the lock held.
-        if self.polling or self.closed:
+        if self.polling or self.closed or not (self.watched or self.acks):
             return False
         self.polling = True
         return True
