@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,6 +83,12 @@ def test_two_passes_reserved_seq_ids_and_metrics(
     ) -> tuple[torch.Tensor, dict[str, float]]:
         # Every loss_fn_inputs key reaches the function, sent or not.
         seen.extend(d.loss_fn_inputs["ref"].size for d in data)
+        # The optim_step called after this call reaches the server while the loss is still
+        # being computed: its seq_id comes after the reserved ones, so it need not wait.
+        deadline = time.monotonic() + WAIT
+        while not recorder.sent("/optim_step") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert recorder.sent("/optim_step"), "optim_step waited for the custom call"
         assert all(lp.requires_grad and lp.dtype == torch.float32 for lp in logprobs)
         assert [tuple(lp.shape) for lp in logprobs] == [(4,)] * len(data)
         loss = sum((2.0 * lp * lp).sum() for lp in logprobs)
@@ -122,7 +129,7 @@ def test_two_passes_reserved_seq_ids_and_metrics(
     assert seqs[3:] == [seqs[2] + 1, seqs[2] + 2, seqs[2] + 3]
     assert seqs[:3] == [seqs[0], seqs[0] + 1, seqs[0] + 2]
     assert optim_seq == seqs[5] + 1
-    # Reserving lets the optim_step go out before phase 2 is even computed.
+    # Reserving lets the optim_step go out before phase 2 is even computed (see loss_fn).
     log = recorder.snapshot()
     first_backward = log.index(events[3])
     assert log.index(optim[0]) < first_backward

@@ -153,8 +153,10 @@ def run_custom(
         result = call.compute(forward)  # the user's code: outside guarded, never a crash
         bodies = _encode_phase2(call, result.data)
     except BaseException as exc:
-        _fill(state, call, first, 0)
-        future.set_exception(exc)
+        try:
+            _fill(state, call, first, 0)  # before the caller hears of it: no gap to wait out
+        finally:
+            future.set_exception(exc)
         return
     try:
         output = guarded(state, _phase2, state, call, bodies, first)
