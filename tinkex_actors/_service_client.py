@@ -30,6 +30,7 @@ from tinkex_actors.actors._validate import (
     check_lora,
     check_metadata,
     check_model_name,
+    check_optimizer,
     check_seconds,
     check_tinker_path,
     non_negative_int,
@@ -39,7 +40,7 @@ from tinkex_actors.errors import ValidationError
 from tinkex_actors.futures import ActorFuture
 from tinkex_actors.rest import RestClient
 from tinkex_actors.transport import Backend
-from tinkex_actors.types import GetServerCapabilitiesResponse, LoraConfig
+from tinkex_actors.types import GetServerCapabilitiesResponse, LoraConfig, OptimizerConfig
 from tinkex_actors.wire import decode_json
 
 __all__ = ["ServiceClient"]
@@ -214,6 +215,8 @@ class ServiceClient:
         base_model: str,
         lora_config: LoraConfig | Mapping[str, Any] | None = None,
         user_metadata: Mapping[str, str] | None = None,
+        *,
+        optimizer: OptimizerConfig | Mapping[str, Any] | None = None,
     ) -> ActorFuture[TrainingClient]:
         """Create a LoRA model on the server; a future of its :class:`TrainingClient`.
 
@@ -221,13 +224,19 @@ class ServiceClient:
             base_model: the model to fine-tune (see :meth:`get_server_capabilities`).
             lora_config: adapter settings; default rank 32 with every layer group trained.
             user_metadata: ``str -> str`` metadata recorded with the training run.
+            optimizer: the model's optimizer family, fixed for its lifetime:
+                ``OptimizerConfig()`` (AdamW, the default) or ``OptimizerConfig(type="dimuon")``;
+                ``optim_step`` then takes the matching ``AdamParams`` / ``DimuonParams``.
         """
         self._runtime.check_open()
         check_model_name(base_model)
         lora = check_lora(lora_config) or LoraConfig(rank=c.DEFAULT_LORA_RANK)
         metadata = check_metadata(user_metadata)
+        family = check_optimizer(optimizer)
         created: ActorFuture[TrainingState] = send_to_service(
-            self._runtime, ServiceActor.start_training, ("create", (base_model, lora, metadata))
+            self._runtime,
+            ServiceActor.start_training,
+            ("create", (base_model, lora, metadata, family)),
         )
         return created.map(TrainingClient)
 
@@ -238,11 +247,12 @@ class ServiceClient:
         user_metadata: Mapping[str, str] | None = None,
         *,
         timeout: float | None = None,
+        optimizer: OptimizerConfig | Mapping[str, Any] | None = None,
     ) -> TrainingClient:
         """Blocking :meth:`create_lora_training_client_async` (waits up to ``timeout`` s)."""
         seconds = check_seconds(timeout, "timeout")
         return self.create_lora_training_client_async(
-            base_model, lora_config, user_metadata
+            base_model, lora_config, user_metadata, optimizer=optimizer
         ).result(seconds)
 
     def create_training_client_from_state_async(

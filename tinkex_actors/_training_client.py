@@ -9,23 +9,31 @@ result. See ``docs/clients.md``.
 
 from __future__ import annotations
 
+import functools
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 from tinkex_actors import _constants as c
 from tinkex_actors._chunking import chunk_data
+from tinkex_actors._custom_loss import (
+    CustomLossFn,
+    compute_custom_loss,
+    custom_phase1_data,
+    require_torch,
+)
 from tinkex_actors._sampling_client import SamplingClient
 from tinkex_actors.actors._base import Call
+from tinkex_actors.actors._custom_flow import SURROGATE_LOSS, CustomCall, run_custom
 from tinkex_actors.actors._sampling import SamplerState
 from tinkex_actors.actors._service import ServiceActor, release_child, send_to_service
 from tinkex_actors.actors._training import UNLOAD_PATH, TrainingActor, TrainingState
 from tinkex_actors.actors._validate import (
     boolean,
-    check_adam,
     check_forward_input,
     check_metadata,
     check_name,
+    check_optim_params,
     check_seconds,
     check_tinker_path,
     check_ttl,
@@ -42,6 +50,7 @@ from tinkex_actors.tokenizer import Tokenizer, TokenizerHandle
 from tinkex_actors.types import (
     AdamParams,
     Datum,
+    DimuonParams,
     ForwardBackwardInput,
     ForwardBackwardOutput,
     ForwardBackwardRequest,
@@ -184,6 +193,14 @@ class TrainingClient:
     ) -> ActorFuture[ForwardBackwardOutput]:
         self._check()
         batch = check_forward_input(data, loss_fn, loss_fn_config)
+        bodies = self._encode_chunks(batch, forward_only=forward_only)[0]
+        request_type = "Forward" if forward_only else "ForwardBackward"
+        return self._call(TrainingActor.submit_forward, bodies, request_type)
+
+    def _encode_chunks(
+        self, batch: ForwardBackwardInput, *, forward_only: bool
+    ) -> tuple[list[bytes], list[int]]:
+        """The batch's chunks encoded without a seq_id, and the datums in each."""
         state = self._state
         chunks = chunk_data(batch.data, state.runtime.chunk_limits)
         bodies = [
@@ -200,13 +217,85 @@ class TrainingClient:
             )
             for chunk in chunks
         ]
-        request_type = "Forward" if forward_only else "ForwardBackward"
-        return self._call(TrainingActor.submit_forward, bodies, request_type)
+        return bodies, [len(chunk) for chunk in chunks]
 
-    def optim_step(self, adam_params: AdamParams) -> ActorFuture[OptimStepResponse]:
-        """Apply the accumulated gradients with AdamW (``adam_params``) and clear them."""
+    def forward_backward_custom(
+        self, data: Sequence[Datum], loss_fn: CustomLossFn
+    ) -> ActorFuture[ForwardBackwardOutput]:
+        """Accumulate the gradients of a loss computed here, on torch tensors.
+
+        ``loss_fn(data, logprobs) -> (loss, metrics)`` gets the datums as given (every
+        ``loss_fn_inputs`` key, e.g. a DPO pair's reference logprobs) and one float32 tensor
+        per datum holding the log-probabilities of its ``target_tokens`` (same shape), which
+        require grad; it returns a scalar tensor computed from them and a ``{name: number}``
+        dict. Two passes run: a forward-only ``cross_entropy`` pass for the logprobs, then a
+        ``cross_entropy`` forward_backward with ``weights = -dloss/dlogprobs``, whose
+        gradients are the custom loss's. Only ``target_tokens`` and ``weights`` are sent.
+
+        Returns at once. Both passes keep this call's place in the model's sequence: an
+        ``optim_step`` called right after applies after the second pass. ``loss_fn`` runs on
+        the client's result thread, never in the caller's or the actor's. Needs PyTorch (the
+        ``custom-loss`` extra). See ``docs/custom-loss.md``.
+
+        Args:
+            data: the batch (a non-empty list of :class:`Datum`, each with ``target_tokens``).
+            loss_fn: the loss function.
+
+        Returns:
+            A future of the second pass's :class:`ForwardBackwardOutput`, whose metrics are
+            ``loss_fn``'s, ``loss:sum`` (the custom loss) and ``surrogate_loss:sum`` (the
+            server's cross-entropy sum). If ``loss_fn`` raises, the future fails with that
+            very exception; if it returns something unusable (not a scalar, no grad, bad
+            gradients or metrics), with :class:`ValidationError`. Either way nothing is
+            applied, and the client stays usable.
+
+        Raises:
+            MissingDependencyError: PyTorch is not installed.
+            ValidationError: bad input, e.g. a datum without ``target_tokens`` (nothing sent).
+            ClientClosedError / ChildFailedError: the client cannot take calls.
+        """
         self._check()
-        request = OptimStepRequest(adam_params=check_adam(adam_params), model_id=self.model_id)
+        require_torch()
+        if not callable(loss_fn):
+            raise ValidationError(
+                f"expected a callable (data, logprobs) -> (loss, metrics), got "
+                f"{type(loss_fn).__name__}",
+                field="loss_fn",
+            )
+        items, phase1 = custom_phase1_data(data)
+        batch = check_forward_input(phase1, SURROGATE_LOSS, None)
+        bodies, sizes = self._encode_chunks(batch, forward_only=True)
+        call = CustomCall(
+            model_id=self.model_id,
+            forward_bodies=bodies,
+            chunk_sizes=sizes,
+            compute=functools.partial(compute_custom_loss, loss_fn, items),
+        )
+        then = functools.partial(run_custom, self._state, call)
+        return self._call(TrainingActor.submit_reserving, bodies, len(bodies), then)
+
+    def optim_step(
+        self,
+        optim_params: AdamParams | DimuonParams | None = None,
+        *,
+        adam_params: AdamParams | None = None,
+    ) -> ActorFuture[OptimStepResponse]:
+        """Apply the accumulated gradients with the model's optimizer and clear them.
+
+        Args:
+            optim_params: :class:`AdamParams` for AdamW models (the default), or
+                :class:`DimuonParams` for models created with
+                ``optimizer=OptimizerConfig(type="dimuon")``. The server answers the other
+                family's parameters with a 400 naming both.
+            adam_params: the same as ``optim_params`` for AdamW (the official SDK's legacy
+                keyword); give one of the two.
+
+        Raises:
+            ValidationError: neither or both given, or not AdamParams / DimuonParams.
+        """
+        self._check()
+        params = check_optim_params(optim_params, adam_params)
+        request = OptimStepRequest.of(params, self.model_id)
         return self._sequenced(_OPTIM_PATH, request, OptimStepResponse, "OptimStep")
 
     # ------------------------------------------------------------------ checkpoints

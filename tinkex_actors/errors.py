@@ -6,6 +6,7 @@
     ├── ConfigError (ValueError)              a Config option is wrong; names the field
     ├── ValidationError (ValueError)          bad input, caught before anything is sent
     │   └── InvalidTinkerPathError            a malformed ``tinker://`` path
+    ├── MissingDependencyError (ImportError)  an optional extra is not installed; names it
     ├── ClientClosedError (RuntimeError)      a call on a closed client
     ├── QueueFullError (RuntimeError)         a bounded sample queue is full
     ├── TinkexTimeoutError (TimeoutError)     a wait ran out of time
@@ -69,6 +70,7 @@ __all__ = [
     "GoneError",
     "InternalServerError",
     "InvalidTinkerPathError",
+    "MissingDependencyError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -133,6 +135,13 @@ class ValidationError(TinkexError, ValueError):
 
 class InvalidTinkerPathError(ValidationError):
     """A ``tinker://`` path does not have the form ``tinker://<run_id>/<kind>/<name>``."""
+
+
+class MissingDependencyError(TinkexError, ImportError):
+    """A feature needs an optional extra that is not installed; the message names the extra.
+
+    Subclasses the builtin :class:`ImportError`, so ``except ImportError`` catches it.
+    """
 
 
 class ClientClosedError(TinkexError, RuntimeError):

@@ -185,7 +185,7 @@ def test_bad_input_is_rejected_before_sending(null_server: ServerHandle) -> None
                 ),
                 "data[0].model_input",
             ),
-            (lambda: training.optim_step("fast"), "adam_params"),  # type: ignore[arg-type]
+            (lambda: training.optim_step("fast"), "optim_params"),  # type: ignore[arg-type]
             (lambda: training.optim_step({"learning_rate": -1.0}), None),  # type: ignore[arg-type]
             (lambda: training.save_state(""), "name"),
             (lambda: training.save_state("a", ttl_seconds=0), "ttl_seconds"),

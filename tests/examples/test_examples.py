@@ -23,6 +23,7 @@ from ._run import EXAMPLES, TIMEOUT, example_env, run_example
 ALL_EXAMPLES = {
     "asyncio_usage",
     "checkpoints",
+    "dpo",
     "multi_tenant",
     "parity",
     "quickstart",

@@ -147,7 +147,8 @@ class ServiceActor(ChildActor):
     ) -> None:
         """Start a TrainingActor and hand it its creation call.
 
-        ``mode`` ``"create"``: args ``(base_model, lora_config, user_metadata)``;
+        ``mode`` ``"create"``: args ``(base_model, lora_config, user_metadata,
+        optimizer_config)``;
         ``"load"``: args ``(path, optimizer, user_metadata)`` (create-via-load).
         """
         self.runtime.check_open()

@@ -22,6 +22,9 @@ the next request takes the next id; the server skips an id that never arrives af
 timeout. Only a request that never left the client (a bad argument, a closed client, an
 unexpected exception that crashes the actor) leaves its id free. Retries of one request (same
 body, same idempotency key) keep its seq_id.
+A custom-loss call reserves the ids of its second phase when its first is sent
+(``submit_reserving``), and its worker sends every reserved id, as a real request or a
+harmless forward-only one.
 """
 
 from __future__ import annotations
@@ -57,11 +60,20 @@ from tinkex_actors.types import (
     LoadWeightsRequest,
     LoadWeightsResponse,
     LoraConfig,
+    OptimizerConfig,
 )
 from tinkex_actors.wire import decode_json, encode_json
 from tinkex_actors.wire._protowriter import tag, varint
 
-__all__ = ["UNLOAD_PATH", "TrainingActor", "TrainingState", "fetch_info", "guarded"]
+__all__ = [
+    "UNLOAD_PATH",
+    "TrainingActor",
+    "TrainingState",
+    "fetch_info",
+    "guarded",
+    "poll_chunks",
+    "post_reserved",
+]
 
 T = TypeVar("T")
 
@@ -187,9 +199,10 @@ def _poll(
     )
 
 
-def _poll_chunks(
+def poll_chunks(
     state: TrainingState, requests: list[UntypedFuture], request_type: str, roundtrip: float
 ) -> ForwardBackwardOutput:
+    """Poll a forward(_backward)'s chunks in order and combine their outputs."""
     # Chunks run on the server in seq_id order, so polling them in order costs no extra wait.
     outputs = [
         _poll(state, request, ForwardBackwardOutput, request_type, True, roundtrip)
@@ -198,6 +211,31 @@ def _poll_chunks(
     if len(outputs) == 1:
         return outputs[0]
     return combine_forward_backward_outputs(outputs)
+
+
+def post_reserved(state: TrainingState, body: bytes, seq: int) -> UntypedFuture:
+    """POST a forward_backward chunk (encoded without a seq_id) under a reserved ``seq``.
+
+    For the requests of :meth:`TrainingActor.submit_reserving`, sent later from a worker
+    thread: the seq_id was taken from the sequence when it was reserved, so nothing here
+    touches ``next_seq``, and the body is compressed with a compressor of its own.
+    """
+    data = body + _SEQ_TAG + varint(seq)
+    headers = None
+    if state.runtime.compress:
+        import zstandard
+
+        data = zstandard.ZstdCompressor().compress(data)
+        headers = _ZSTD_HEADERS
+    response = state.runtime.transport.request(
+        "POST",
+        _FWDBWD_PATH,
+        body=data,
+        content_type=c.CONTENT_PROTOBUF,
+        headers=headers,
+        idempotency_key=fast_key(),
+    )
+    return untyped_future(response)
 
 
 def _finish_create(
@@ -269,6 +307,7 @@ class TrainingActor(ChildActor):
         base_model: str,
         lora_config: LoraConfig,
         user_metadata: dict[str, str] | None,
+        optimizer_config: OptimizerConfig,
         future: ActorFuture[TrainingState],
     ) -> None:
         """``create_model``, then (on a worker) poll it and fetch ``get_info``."""
@@ -279,6 +318,7 @@ class TrainingActor(ChildActor):
             base_model=base_model,
             user_metadata=user_metadata,
             lora_config=lora_config,
+            optimizer_config=optimizer_config,
         )
         started = time.monotonic()
         response = state.runtime.transport.request(
@@ -318,10 +358,7 @@ class TrainingActor(ChildActor):
         )
 
     # ------------------------------------------------------------------ training calls
-    def submit_forward(
-        self, bodies: list[bytes], request_type: str, future: ActorFuture[ForwardBackwardOutput]
-    ) -> None:
-        """POST each encoded chunk with the next seq_ids; a worker polls and combines."""
+    def _post_chunks(self, bodies: list[bytes]) -> tuple[list[UntypedFuture], float]:
         state = self.state
         compress = state.runtime.compress
         headers = _ZSTD_HEADERS if compress else None
@@ -338,8 +375,35 @@ class TrainingActor(ChildActor):
                     _FWDBWD_PATH, body, content_type=c.CONTENT_PROTOBUF, headers=headers
                 )
             )
-        rt = time.monotonic() - started
-        self._hand_off(future, _poll_chunks, state, submitted, request_type, rt)
+        return submitted, time.monotonic() - started
+
+    def submit_forward(
+        self, bodies: list[bytes], request_type: str, future: ActorFuture[ForwardBackwardOutput]
+    ) -> None:
+        """POST each encoded chunk with the next seq_ids; a worker polls and combines."""
+        submitted, rt = self._post_chunks(bodies)
+        self._hand_off(future, poll_chunks, self.state, submitted, request_type, rt)
+
+    def submit_reserving(
+        self,
+        bodies: list[bytes],
+        reserve: int,
+        then: Callable[[list[UntypedFuture], int, float, ActorFuture[Any]], None],
+        future: ActorFuture[Any],
+    ) -> None:
+        """Like :meth:`submit_forward`, then reserve the next ``reserve`` seq_ids.
+
+        Calls queued after this one get the ids after the reserved ones, so the server runs
+        them after the reserved requests, which a worker sends later (:func:`post_reserved`).
+        ``then(submitted, first_reserved, roundtrip, future)`` runs on the result lane and
+        completes ``future``; it must send every reserved id, or the server holds this
+        model's later requests for its gap timeout.
+        """
+        submitted, rt = self._post_chunks(bodies)
+        state = self.state
+        first = state.next_seq
+        state.next_seq = first + reserve
+        state.lane.execute(then, submitted, first, rt, future)
 
     def submit_json(
         self,

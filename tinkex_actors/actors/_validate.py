@@ -13,9 +13,12 @@ from tinkex_actors.errors import InvalidTinkerPathError, ValidationError
 from tinkex_actors.types import (
     AdamParams,
     Datum,
+    DimuonParams,
     ForwardBackwardInput,
     LoraConfig,
     ModelInput,
+    OptimizerConfig,
+    OptimParams,
     SamplingParams,
 )
 
@@ -26,6 +29,8 @@ __all__ = [
     "check_model_name",
     "check_metadata",
     "check_name",
+    "check_optim_params",
+    "check_optimizer",
     "check_prompt",
     "check_sampling_params",
     "check_seconds",
@@ -102,6 +107,52 @@ def check_adam(adam_params: object) -> AdamParams:
         except TypeError as exc:
             raise ValidationError(str(exc), field="adam_params") from None
     raise ValidationError(f"expected AdamParams, got {_type(adam_params)}", field="adam_params")
+
+
+def check_optim_params(optim_params: object, adam_params: object = None) -> OptimParams:
+    """optim_step's parameters: :class:`AdamParams` or :class:`DimuonParams`, given as
+    ``optim_params`` or (legacy keyword, AdamW only) ``adam_params``.
+
+    A mapping of the fields is accepted too; one with ``"type": "dimuon"`` is Dimuon's.
+    """
+    if optim_params is not None and adam_params is not None:
+        raise ValidationError("give optim_params or adam_params, not both", field="adam_params")
+    if adam_params is not None:
+        return check_adam(adam_params)
+    if isinstance(optim_params, AdamParams | DimuonParams):
+        return optim_params
+    if isinstance(optim_params, Mapping):
+        fields = dict(optim_params)
+        family = fields.get("type")
+        try:
+            if family == "dimuon":
+                return DimuonParams(**fields)
+            if family is None:
+                return AdamParams(**fields)
+        except TypeError as exc:
+            raise ValidationError(str(exc), field="optim_params") from None
+        raise ValidationError(
+            f"unknown optimizer family {family!r} (expected AdamParams fields, or "
+            "'type': 'dimuon' for DimuonParams)",
+            field="optim_params.type",
+        )
+    raise ValidationError(
+        f"expected AdamParams or DimuonParams, got {_type(optim_params)}", field="optim_params"
+    )
+
+
+def check_optimizer(optimizer: object, field: str = "optimizer") -> OptimizerConfig:
+    """An :class:`OptimizerConfig`, a mapping of its fields, or None (AdamW)."""
+    if optimizer is None:
+        return OptimizerConfig()
+    if isinstance(optimizer, OptimizerConfig):
+        return optimizer
+    if isinstance(optimizer, Mapping):
+        try:
+            return OptimizerConfig(**optimizer)
+        except TypeError as exc:
+            raise ValidationError(str(exc), field=field) from None
+    raise ValidationError(f"expected OptimizerConfig, got {_type(optimizer)}", field=field)
 
 
 def check_lora(lora_config: object, field: str = "lora_config") -> LoraConfig | None:
