@@ -29,6 +29,7 @@ request) submits the sample again with a new ``seq_id``, keeping its slot.
 from __future__ import annotations
 
 import functools
+import random
 import time
 from typing import Any, Final
 
@@ -41,6 +42,7 @@ from tinkex_actors.actors._poller import fast_key, poll_future, untyped_future
 from tinkex_actors.actors._sampler_state import SamplerState, Submission
 from tinkex_actors.errors import (
     ActorCrashedError,
+    APIConnectionError,
     APIStatusError,
     ClientClosedError,
     GoneError,
@@ -428,8 +430,11 @@ def _poll_failed(state: SamplerState, exc: TinkexError) -> bool:
     if state.is_closed():
         return False
     status = exc.status_code if isinstance(exc, APIStatusError) else None
-    retryable = status is None or status in (408, 429) or status >= c.RETRYABLE_STATUS_FLOOR
-    if isinstance(exc, ResponseDecodeError) or (not retryable and status != 400):
+    if status is not None:
+        transient = status in (400, 408, 429) or status >= c.RETRYABLE_STATUS_FLOOR
+    else:
+        transient = isinstance(exc, APIConnectionError)
+    if not transient:
         # 410 (the session is gone), 404 (no such endpoint or session), a garbled answer:
         # single polls still work (and report what happened to each request).
         fall_back(state, f"retrieve_futures failed: {exc}")
@@ -438,7 +443,12 @@ def _poll_failed(state: SamplerState, exc: TinkexError) -> bool:
     if status == 400 and state.poll_failures > c.POLL_MAX_BAD_REQUEST_RETRIES:
         fall_back(state, f"retrieve_futures failed: {exc}")
         return False
-    delay = POLL_POLICY.backoff(state.poll_failures - 1, _uniform())
+    if status is None or status >= c.RETRYABLE_STATUS_FLOOR:
+        # The server may have restarted and forgotten what it was to report: each request
+        # watched now is polled singly and answers for itself (410: it is submitted again).
+        for sub in state.take_pending():
+            _poll_singly(sub)
+    delay = POLL_POLICY.backoff(state.poll_failures - 1, random.random())
     get_logger("sampling").warning(
         "tinkex.sampling.poll_retry",
         sampler_id=state.sampler_id,
@@ -446,9 +456,3 @@ def _poll_failed(state: SamplerState, exc: TinkexError) -> bool:
         delay_s=round(delay, 3),
     )
     return not state.wait(delay)
-
-
-def _uniform() -> float:
-    import random
-
-    return random.random()
