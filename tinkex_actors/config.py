@@ -10,15 +10,16 @@ construct it directly (explicit options, then defaults; the environment is never
 A Config is frozen and hashable: equal configs are the same tenant and share one connection
 pool (see :mod:`tinkex_actors.transport`). It is validated when it is built: a wrong value
 raises :class:`~tinkex_actors.errors.ConfigError` naming the option, so nothing fails later in
-a request. ``repr()`` shows every option except the secrets (the API key, the Cloudflare Access
-secret, default header values and proxy credentials), which are masked.
+a request. ``repr()`` shows every option except the secrets (the API key, the credential
+command, the Cloudflare Access secret, default header values and proxy credentials), which
+are masked.
 
 A credential is required at construction: an API key, or a credential command (a shell
 command printing one, run whenever a fresh credential is needed). A Config without either cannot
 make any request, and failing here, before a client starts threads or opens a session, gives the
 clearest error. :meth:`Config.new` finds them in the official SDK's order: ``api_key=``,
 ``TINKER_API_KEY``, ``TINKER_CREDENTIAL_CMD``, the stored key file ``~/.tinker/credentials.json``
-(see :mod:`tinkex_actors._credentials`).
+(see ``docs/configuration.md``, "Credentials").
 
 Thread-safety: a Config is immutable and may be shared freely between threads.
 """

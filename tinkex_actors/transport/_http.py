@@ -74,6 +74,7 @@ _HTTP_EVENTS: Final = frozenset(
     }
 )
 _TRANSPORT_LOGGER: Final = f"{LOGGER_NAME}.transport"
+_NOT_REPLAYED: Final = [False]
 # Tenants already warned that TLS verification is off (warned once per process).
 _warned_insecure: set[str] = set()
 # Server deprecation notes already logged.
@@ -285,17 +286,18 @@ class HTTPTransport:
             for name, value in check_headers(headers).items():
                 merge_header(sent, name, value)
 
-        auth: Auth | None = self._auth
+        # The static key is in the constant headers: only a changing credential is asked for.
+        auth: Auth | None = None
         if credential is not None:
             sent[c.HEADER_API_KEY] = credential
-            auth = None
-        elif not self._auth.dynamic:
-            auth = None  # the static key is in the constant headers
+        elif self._auth.dynamic:
+            auth = self._auth
 
         meta = self._start(method, path, request_type, iteration)
         start = time.monotonic_ns()
         taken = [0]  # retries taken so far (for the give-up report)
-        replayed = [False]  # a rejected credential earns one replay per call
+        # A refused credential earns one replay per call (never mutated without an auth).
+        replayed = _NOT_REPLAYED if auth is None else [False]
 
         def attempt(number: int) -> Response:
             taken[0] = number
