@@ -28,7 +28,6 @@ the raw credential and never replayed.
 
 from __future__ import annotations
 
-import collections
 import math
 import threading
 import time
@@ -91,7 +90,8 @@ class Auth:
         self._wait = wait if wait is not None else c.CREDENTIAL_CMD_TIMEOUT + config.timeout
         self._exchange: Exchange | None = None
         self._use_cmd = False
-        self._recent: collections.deque[str] = collections.deque(maxlen=_REMEMBERED)
+        # Replaced, never mutated: secrets() reads it from any thread without a lock.
+        self._recent: tuple[str, ...] = ()
         self.renewals = 0
         if config.api_key is not None:
             self._mode = _STATIC
@@ -225,7 +225,7 @@ class Auth:
 
     def secrets(self) -> tuple[str, ...]:
         """Recent credentials obtained here, to scrub from texts shown to people."""
-        return tuple(self._recent)
+        return self._recent
 
     # ------------------------------------------------------------------ obtaining
     def _obtain(self) -> _Token:
@@ -239,7 +239,7 @@ class Auth:
         else:
             value = self._run_command()
             kind = "command"
-        self._recent.append(value)
+        self._remember(value)
         token = _lasting(value, time.monotonic())
         self.renewals += 1
         get_logger("auth").debug(
@@ -278,8 +278,12 @@ class Auth:
         value = run_credential_cmd(
             command, origin=origin.describe() if origin is not None else "credential_cmd"
         )
-        self._recent.append(value)
+        self._remember(value)
         return value
+
+    def _remember(self, value: str) -> None:
+        if value not in self._recent:
+            self._recent = (*self._recent[-(_REMEMBERED - 1) :], value)
 
     def __repr__(self) -> str:
         return f"Auth(mode={self._mode!r}, tenant_id={self._config.tenant_id!r})"
