@@ -89,7 +89,7 @@ def test_training_and_sampling_span_several_renewals(short_server: ServerHandle)
     assert losses[-1] < losses[0]
     assert seen["issued"] >= 4, seen  # a 2-3 s token is renewed when under half is left
     assert seen["rejected"] == 0, seen  # always renewed before it expired
-    assert seen["accepted"] > 10 * seen["issued"] // 4
+    assert seen["accepted"] > 2 * seen["issued"]  # each token serves many requests
 
 
 def test_a_refused_jwt_is_replaced_once_and_every_request_replayed(

@@ -23,6 +23,8 @@ import os
 import threading
 from collections.abc import Callable
 
+import pykka
+
 from tinkex_actors.actors._key_limits import key_limiters
 from tinkex_actors.actors._registry import samplers
 from tinkex_actors.actors._tenant import tenants
@@ -52,8 +54,22 @@ def _after_fork_in_child() -> None:
     shared_transports.forget_after_fork()
     key_limiters.forget_after_fork()
     samplers.forget_after_fork()
+    _forget_pykka_actors()
     for hook in _hooks:
         hook()
+
+
+def _forget_pykka_actors() -> None:
+    # pykka's registry lists the parent's actors (none has a thread here) under an RLock an
+    # actor thread of the parent may have held at the fork: a child starting its own actors
+    # would wait on it forever. pykka has no fork hook of its own; its registry is two class
+    # attributes (checked, so another pykka version is left alone rather than broken).
+    registry = pykka.ActorRegistry
+    if isinstance(getattr(registry, "_actor_refs", None), list) and hasattr(
+        registry, "_actor_refs_lock"
+    ):
+        registry._actor_refs_lock = threading.RLock()
+        registry._actor_refs = []
 
 
 _register = getattr(os, "register_at_fork", None)
