@@ -127,3 +127,67 @@ def test_no_secret_in_logs_reprs_errors_or_telemetry(
         for where, texts in (("log", lines), ("telemetry", events), ("repr/error", shown)):
             leaked = [text for text in texts if secret in text]
             assert not leaked, f"a secret leaked into a {where}: {leaked[0][:200]}"
+
+
+def test_no_credential_from_a_command_or_a_jwt_leaks(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The new sources: a credential command's output (and the command line, which may hold a
+    token of its own) and exchanged JWTs, through echoing error bodies, logs and telemetry."""
+    from test_credentials import make_jwt
+
+    from tinkex_actors.actors._session import authenticate
+    from tinkex_actors.types import ClientConfigResponse
+
+    printed = "tml-" + secrets.token_hex(16)
+    command_token = "cmdtoken" + secrets.token_hex(8)
+    (tmp_path / "key").write_text(printed)
+    command = f"cat {tmp_path / 'key'} # {command_token}"
+    issued: list[str] = []
+
+    def route(seen: Seen) -> Answer:
+        if seen.target.endswith("/auth/token"):
+            token = make_jwt(9_999_999_999, 1) + secrets.token_hex(4)
+            issued.append(token)
+            return Answer(200, b'{"jwt": "%s"}' % token.encode())
+        if seen.target.endswith("/leak"):
+            presented = seen.headers.get("x-api-key", "")
+            body = f"bad credential {presented}".encode()
+            return Answer(401, body, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return echo(seen)
+
+    server = LocalServer(route)
+    events: list[str] = []
+    telemetry.attach(
+        "secrets-recorder-2",
+        list(telemetry.ALL_EVENTS),
+        lambda e, m, md, _: events.append(repr((e, dict(m), dict(md)))),
+    )
+    caplog.set_level(logging.DEBUG, logger=LOGGER_NAME)
+    shown: list[str] = []
+    config = Config(credential_cmd=command, base_url=server.url)
+    transport = HTTPTransport(config, sleep=SleepRecorder())
+    try:
+        with structlog.testing.capture_logs() as structured:
+            transport.request("POST", "/api/v1/ok", body=b"{}")  # command mode
+            authenticate(transport, ClientConfigResponse(pjwt_auth_enabled=True))
+            transport.request("POST", "/api/v1/ok", body=b"{}")  # the JWT
+            try:
+                transport.request("POST", "/api/v1/leak", body=b"{}")
+            except TinkexError as exc:
+                shown += [str(exc), repr(exc), repr(exc.args), repr(vars(exc))]
+        shown += [repr(config), str(config), config.tenant_id, repr(config.tenant_key)]
+        shown += [config.credential_source, repr(transport), repr(transport.auth)]
+        shown += [repr(entry) for entry in structured]
+    finally:
+        transport.close()
+        server.stop()
+        telemetry.detach("secrets-recorder-2")
+    shown += [record.getMessage() for record in caplog.records]
+    assert server.requests[0].headers["x-api-key"] == printed
+    assert len(issued) == 2  # the first token and the replay's
+    assert any("HTTP 401" in text for text in shown)
+    for secret in (printed, command_token, *issued):
+        for where, texts in (("log/repr/error", shown), ("telemetry", events)):
+            leaked = [text for text in texts if secret in text]
+            assert not leaked, f"a secret leaked into a {where}: {leaked[0][:200]}"

@@ -28,6 +28,26 @@ ENV_PROJECT_ID: Final = "TINKER_PROJECT_ID"
 ENV_TELEMETRY: Final = "TINKER_TELEMETRY"
 ENV_CF_CLIENT_ID: Final = "CLOUDFLARE_ACCESS_CLIENT_ID"
 ENV_CF_CLIENT_SECRET: Final = "CLOUDFLARE_ACCESS_CLIENT_SECRET"
+#: A shell command printing a fresh credential (a ``tml-`` key or a JWT), run when one is needed.
+ENV_CREDENTIAL_CMD: Final = "TINKER_CREDENTIAL_CMD"
+ENV_HOME: Final = "HOME"
+
+# ------------------------------------------------------------------------------- credentials
+#: The stored key file of ``tinker auth login``, relative to the home directory (JSON:
+#: ``{"version": 1, "default": name, "keys": {name: {"type", "key", "name", ...}}}``).
+CREDENTIALS_FILE: Final = ".tinker/credentials.json"
+CREDENTIALS_FILE_VERSION: Final = 1
+#: Longest run of the credential command; its output beyond this many bytes is refused.
+CREDENTIAL_CMD_TIMEOUT: Final = 60.0
+CREDENTIAL_CMD_MAX_OUTPUT: Final = 64 * 1024
+#: A JWT is renewed when less than this remains of its life (or half its life, when shorter).
+JWT_REFRESH_MARGIN: Final = 60.0
+#: After a failed renewal, the still-valid token is used this long (at most half of what
+#: remains of its life) before the next attempt.
+JWT_REFRESH_RETRY: Final = 60.0
+#: A 401 whose WWW-Authenticate header holds this rejected the JWT itself (RFC 6750): a new
+#: one is obtained and the request sent once more.
+JWT_INVALID_TOKEN: Final = 'error="invalid_token"'
 
 # ------------------------------------------------------------------------------- timeouts (s)
 DEFAULT_TIMEOUT: Final = 60.0
@@ -144,6 +164,9 @@ SAMPLE_LARGE_PROMPT_BYTES: Final = 128 * 1024
 SAMPLE_BYTES_PER_TOKEN: Final = 10
 #: seq_id stride between clones of one sampling client.
 SAMPLE_SEQ_ID_STRIDE: Final = 1_000_000_000
+#: A restored sampling client (from a handle or a pickle) draws its clone id from
+#: 1..SAMPLE_CLONE_ID_MAX when the server does not assign one (join_sampling_session).
+SAMPLE_CLONE_ID_MAX: Final = 1_000_000_000
 #: Sentinel cell padding top-k logprob matrices.
 TOPK_SENTINEL_TOKEN: Final = 0
 TOPK_SENTINEL_LOGPROB: Final = -99999.0
@@ -181,6 +204,7 @@ HEADER_RETRY_AFTER_MS: Final = "retry-after-ms"
 #: A server announcing deprecation: logged once per note (ERROR when the level is "error").
 HEADER_DEPRECATION_NOTE: Final = "x-deprecation-note"
 HEADER_DEPRECATION_LEVEL: Final = "x-deprecation-level"
+HEADER_WWW_AUTHENTICATE: Final = "www-authenticate"
 CONTENT_JSON: Final = "application/json"
 CONTENT_PROTOBUF: Final = "application/x-protobuf"
 #: Prefix of idempotency keys; one key per call, reused across that call's retries.

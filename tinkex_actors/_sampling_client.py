@@ -6,17 +6,25 @@ queues it, holding no thread). The tenant's sampling lane submits it; its comple
 the session's batched poll (or a single long poll on servers without one); nothing waits out a
 sample's latency on a thread of its own. See ``docs/clients.md`` and
 ``tinkex_actors/actors/_sample_flow.py``.
+
+A sampling client also works in other processes: pass it (it pickles), or its
+:meth:`SamplingClient.get_sampler_handle` string, and the receiving process gets a clone of it
+(see ``tinkex_actors/_sampler_handles.py``).
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tinkex_actors import _constants as c
+from tinkex_actors import _sampler_handles as handles
+from tinkex_actors.actors import _fork
 from tinkex_actors.actors._poller import fast_key
-from tinkex_actors.actors._registry import samplers
+from tinkex_actors.actors._registry import SamplerSnapshot, samplers
 from tinkex_actors.actors._sample_flow import prompt_bytes, start
 from tinkex_actors.actors._sampler_state import SamplerState, Submission
 from tinkex_actors.actors._service import release_child
@@ -28,7 +36,8 @@ from tinkex_actors.actors._validate import (
     non_negative_int,
     positive_int,
 )
-from tinkex_actors.errors import ClientClosedError
+from tinkex_actors.config import Config
+from tinkex_actors.errors import ClientClosedError, ValidationError
 from tinkex_actors.futures import ActorFuture
 from tinkex_actors.tokenizer import Tokenizer, TokenizerHandle
 from tinkex_actors.types import (
@@ -48,6 +57,16 @@ __all__ = ["SamplingClient"]
 T = TypeVar("T")
 
 _LOGPROB_PARAMS = SamplingParams(max_tokens=1)
+# Serializes the restoration of clients inherited through a fork (one per client).
+_rebind_lock = threading.Lock()
+
+
+def _new_rebind_lock() -> None:
+    global _rebind_lock
+    _rebind_lock = threading.Lock()
+
+
+_fork.on_fork(_new_rebind_lock)
 
 
 class _WaitBoundFuture(ActorFuture[T]):
@@ -77,14 +96,28 @@ class SamplingClient:
     Thread-safety: every method may be called from any number of threads at once; ``sample``
     takes no lock and makes no actor round trip. Dropping the last reference releases the
     client's actor; requests already sent still complete.
+
+    Other processes: a SamplingClient pickles (``multiprocessing``, ``ProcessPoolExecutor``),
+    and :meth:`get_sampler_handle` gives a credential-free string for
+    :meth:`from_sampler_handle`; either way the other process gets a *clone*: the same sampler,
+    its own ``clone_id`` and connections. A client inherited through ``fork`` becomes one on
+    its first sample.
     """
 
-    __slots__ = ("__weakref__", "_finalizer", "_key", "_state")
+    __slots__ = ("__weakref__", "_finalizer", "_key", "_pid", "_shadow", "_state")
 
-    def __init__(self, state: SamplerState) -> None:
+    def __init__(self, state: SamplerState, shadow: handles.Shadow | None = None) -> None:
         self._state = state
         self._key = state.key
-        finalizer = weakref.finalize(self, release_child, state.runtime, state.handle)
+        self._pid = os.getpid()
+        self._shadow = shadow
+        finalizer: weakref.finalize[..., SamplingClient]
+        if shadow is None:
+            finalizer = weakref.finalize(self, release_child, state.runtime, state.handle)
+        else:
+            finalizer = weakref.finalize(
+                self, handles.release_later, state.runtime, state.handle, shadow
+            )
         finalizer.atexit = False
         self._finalizer = finalizer
 
@@ -134,6 +167,12 @@ class SamplingClient:
     def closed(self) -> bool:
         """Whether this client (or its ServiceClient) was closed."""
         return self._state.is_closed()
+
+    @property
+    def clone_id(self) -> int:
+        """0 for a client made by a ServiceClient; a restored clone's own id otherwise (its
+        ``seq_id`` s start at ``clone_id * 1e9``)."""
+        return self._state.clone_id
 
     # ------------------------------------------------------------------ sampling
     def sample(
@@ -191,7 +230,7 @@ class SamplingClient:
         """
         snapshot = samplers.get(self._key)
         if snapshot is None:
-            raise ClientClosedError(f"the sampling client {self._state.handle.name} was closed")
+            snapshot = self._after_fork()
         state = snapshot.state
         if state.closed or state.runtime.closed:
             raise ClientClosedError(f"the sampling client {snapshot.sampler_id} was closed")
@@ -249,17 +288,118 @@ class SamplingClient:
             raise ClientClosedError(f"the sampling client {self.sampler_id} was closed")
         return Tokenizer.get(base)
 
+    # ------------------------------------------------------------------ other processes
+    def get_sampler_handle(self) -> str:
+        """A string naming this client's sampler, for :meth:`from_sampler_handle` in any
+        process (any number of times; each makes a clone). It holds no credential: the
+        receiving process uses its own. The official SDK reads it too.
+
+        Raises:
+            ClientClosedError: this client (or its ServiceClient) is closed.
+        """
+        return handles.encode_handle(handles.target_of(self._live_state(), self.base_model))
+
+    @staticmethod
+    def from_sampler_handle(
+        handle: str, *, api_key: str | None = None, config: Config | None = None
+    ) -> SamplingClient:
+        """A clone of the sampling client behind ``handle`` (from :meth:`get_sampler_handle`).
+
+        Blocks while it attaches to the sampler's session (a JWT exchange when the server
+        uses them, one heartbeat, one ``GET samplers/{id}``). Close it when done (or drop it):
+        the last clone of a session in this process stops the threads they share.
+
+        Args:
+            handle: the handle string.
+            api_key: the key to use; default: this process's credentials, resolved like
+                ``Config.new()`` (``TINKER_API_KEY``, ``TINKER_CREDENTIAL_CMD``, the stored
+                key file), for the handle's server.
+            config: a complete Config to use instead (not with ``api_key``).
+
+        Raises:
+            ValidationError: ``handle`` is not a handle, or both ``api_key`` and ``config``.
+            NotFoundError: the server does not know the session or the sampler (a handle made
+                for another server, or with another key).
+            GoneError: the sampler's session ended (its ServiceClient was closed).
+            ConfigError: no usable credential in this process.
+        """
+        target = handles.parse_handle(handle)
+        if config is not None and api_key is not None:
+            raise ValidationError("pass api_key or config, not both", field="config")
+        if config is None:
+            config = Config.new(api_key=api_key, base_url=target.base_url)
+        elif not isinstance(config, Config):
+            raise ValidationError(f"expected a Config, got {type(config).__name__}", field="config")
+        state, shadow = handles.open_restored(target, config)
+        return SamplingClient(state, shadow)
+
+    def __reduce__(self) -> tuple[Any, tuple[handles.PickledSampler]]:
+        """Pickle as a recipe for a clone (see the class docstring); never a socket or thread.
+
+        Raises:
+            ClientClosedError: this client (or its ServiceClient) is closed.
+        """
+        return (_restore_pickled, (handles.pickled(self._live_state(), self.base_model),))
+
+    def _live_state(self) -> SamplerState:
+        # The state to describe in a handle or a pickle: this client's, unless it was closed
+        # (a client inherited through a fork has no snapshot here, but its state still
+        # describes the sampler).
+        state = self._state
+        inherited = self._pid != os.getpid()
+        if state.is_closed() or (samplers.get(self._key) is None and not inherited):
+            raise ClientClosedError(f"the sampling client {state.handle.name} was closed")
+        return state
+
+    def _after_fork(self) -> SamplerSnapshot:
+        # No snapshot: this client was closed, or inherited through a fork (the child forgot
+        # the parent's samplers): in that case become a clone of it, once.
+        with _rebind_lock:
+            snapshot = samplers.get(self._key)
+            if snapshot is not None:
+                return snapshot  # another thread restored it
+            state = self._state
+            if self._pid == os.getpid() or state.closed or state.runtime.closed:
+                raise ClientClosedError(f"the sampling client {state.handle.name} was closed")
+            target = handles.target_of(state, None)  # the server names the base model
+            self._finalizer.detach()  # the parent's tree is not this process's to release
+            fresh, shadow = handles.open_restored(target, state.runtime.config)
+            self._state, self._key, self._shadow = fresh, fresh.key, shadow
+            self._pid = os.getpid()
+            finalizer = weakref.finalize(
+                self, handles.release_later, fresh.runtime, fresh.handle, shadow
+            )
+            finalizer.atexit = False
+            self._finalizer = finalizer
+            snapshot = samplers.get(self._key)
+            if snapshot is None:
+                raise ClientClosedError(f"the sampling client {fresh.handle.name} was closed")
+            return snapshot
+
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         """Close this client: pending samples fail with ClientClosedError; its actor stops.
 
-        Samples already sent run to completion on the server; their results are dropped.
-        Idempotent.
+        Samples already sent run to completion on the server; their results are dropped. A
+        restored clone also lets go of the threads it shares with the other clones of its
+        session in this process (the last one stops them). Idempotent.
         """
         if self._state.closed:
             return
+        if self._pid != os.getpid():
+            # Inherited through a fork and never used here: the state is the parent's.
+            # Only the flag: cutting its exchanges short would shut the parent's sockets.
+            self._finalizer.detach()
+            self._state.closed = True
+            return
         self._state.close()
-        release_child(self._state.runtime, self._state.handle)
+        released = self._finalizer.detach()
+        if released is None:
+            return  # released already (collected, or inherited through a fork)
+        if self._shadow is None:
+            release_child(self._state.runtime, self._state.handle)
+        else:
+            handles.release_restored(self._state.runtime, self._state.handle, self._shadow)
 
     def __enter__(self) -> SamplingClient:
         return self
@@ -269,7 +409,15 @@ class SamplingClient:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
+        clone = f", clone_id={self.clone_id}" if self.clone_id else ""
         return (
             f"SamplingClient(sampler_id={self.sampler_id!r}, "
-            f"base_model={self.base_model!r}, {state})"
+            f"base_model={self.base_model!r}{clone}, {state})"
         )
+
+
+def _restore_pickled(payload: handles.PickledSampler) -> SamplingClient:
+    """Unpickle a SamplingClient: a clone of the pickled one, with its Config and credential
+    source (see ``tinkex_actors/_sampler_handles.py``)."""
+    state, shadow = handles.open_restored(payload.target, handles.config_of(payload))
+    return SamplingClient(state, shadow)

@@ -50,7 +50,9 @@ _CAPABILITIES_PATH: Final = f"{c.API_PREFIX}/get_server_capabilities"
 
 class _Tree:
     """The closeable core of a ServiceClient (kept alive until closed, even if the facade is
-    dropped: its training and sampling clients may still be in use)."""
+    dropped: its training and sampling clients may still be in use). ``owns_session`` False:
+    the tree of a restored sampling client (see ``_sampler_handles``), attached to a session
+    another process owns, which closing leaves running."""
 
     def __init__(
         self,
@@ -58,11 +60,14 @@ class _Tree:
         tenant: Tenant,
         heartbeat: Heartbeat,
         reporter: SessionReporter | None,
+        *,
+        owns_session: bool = True,
     ) -> None:
         self.runtime = runtime
         self.tenant = tenant
         self.heartbeat = heartbeat
         self.reporter = reporter
+        self.owns_session = owns_session
         self.lock = threading.Lock()
         self.closed = False
 
@@ -94,7 +99,8 @@ class _Tree:
                 ref.stop(block=False)
         if self.reporter is not None:
             self.reporter.end(max(0.0, deadline - time.monotonic()))
-        finish_session(runtime.transport, runtime.session_id, deadline - time.monotonic())
+        if self.owns_session:
+            finish_session(runtime.transport, runtime.session_id, deadline - time.monotonic())
         current = threading.current_thread()
         for thread in threads:
             if thread is not current and thread.ident is not None:

@@ -10,11 +10,16 @@ construct it directly (explicit options, then defaults; the environment is never
 A Config is frozen and hashable: equal configs are the same tenant and share one connection
 pool (see :mod:`tinkex_actors.transport`). It is validated when it is built: a wrong value
 raises :class:`~tinkex_actors.errors.ConfigError` naming the option, so nothing fails later in
-a request. ``repr()`` shows every option except the secrets (the API key, the Cloudflare Access
-secret, default header values and proxy credentials), which are masked.
+a request. ``repr()`` shows every option except the secrets (the API key, the credential
+command, the Cloudflare Access secret, default header values and proxy credentials), which
+are masked.
 
-The API key is required at construction: a Config without one cannot make any request, and
-failing here, before a client starts threads or opens a session, gives the clearest error.
+A credential is required at construction: an API key, or a credential command (a shell
+command printing one, run whenever a fresh credential is needed). A Config without either cannot
+make any request, and failing here, before a client starts threads or opens a session, gives the
+clearest error. :meth:`Config.new` finds them in the official SDK's order: ``api_key=``,
+``TINKER_API_KEY``, ``TINKER_CREDENTIAL_CMD``, the stored key file ``~/.tinker/credentials.json``
+(see ``docs/configuration.md``, "Credentials").
 
 Thread-safety: a Config is immutable and may be shared freely between threads.
 """
@@ -31,6 +36,12 @@ from typing import Any, ClassVar
 import attrs
 
 from tinkex_actors import _constants as c
+from tinkex_actors._credentials import (
+    Origin,
+    default_credentials_path,
+    key_problem,
+    read_stored_key,
+)
 from tinkex_actors._redact import REDACTED, fingerprint, mask_key, redact_url
 from tinkex_actors.errors import ConfigError
 
@@ -133,25 +144,37 @@ def _header_safe(field: str, value: str, what: str = "value") -> None:
         raise ConfigError(field, f"{what} may hold only printable ASCII (no CR, LF or NUL)")
 
 
-def _api_key(value: object) -> str:
+def _api_key(value: object, command: str | None) -> str | None:
     if value is None:
+        if command is not None:
+            return None
         raise ConfigError(
             "api_key",
-            f"no API key: pass api_key= or set {c.ENV_API_KEY} "
-            f"(static keys start with {c.API_KEY_PREFIX!r}, JWTs with {c.JWT_PREFIX!r})",
+            f"no credential: pass api_key= or credential_cmd=, set {c.ENV_API_KEY} or "
+            f"{c.ENV_CREDENTIAL_CMD}, or store a key with `tinker auth login` "
+            f"(~/{c.CREDENTIALS_FILE}); static keys start with {c.API_KEY_PREFIX!r}, "
+            f"JWTs with {c.JWT_PREFIX!r}",
         )
     if not isinstance(value, str):
         raise ConfigError("api_key", f"expected a str, got {type(value).__name__}")
-    if not value.startswith((c.API_KEY_PREFIX, c.JWT_PREFIX)):
+    problem = key_problem(value)
+    if problem is not None:
+        raise ConfigError("api_key", problem)
+    return value
+
+
+def _command(value: object) -> str | None:
+    # Shown without the value: a command line may carry a token of its own.
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError("credential_cmd", f"expected a str or None, got {type(value).__name__}")
+    if not value.strip():
         raise ConfigError(
-            "api_key",
-            f"must start with {c.API_KEY_PREFIX!r} or be a JWT ({c.JWT_PREFIX!r}...); "
-            f"got a str of length {len(value)} that does not",
+            "credential_cmd", "must not be empty or blank (use None to leave it unset)"
         )
-    if len(value) <= len(c.API_KEY_PREFIX) or not re.fullmatch(r"[\x21-\x7e]+", value):
-        raise ConfigError(
-            "api_key", "must be non-empty after its prefix and hold only visible ASCII"
-        )
+    if "\x00" in value:
+        raise ConfigError("credential_cmd", "must not contain NUL characters")
     return value
 
 
@@ -265,6 +288,31 @@ def _env_text(env: Mapping[str, str], name: str) -> str | None:
     return raw or None
 
 
+def _credential_sources(
+    api_key: str | None, command: str | None, env: Mapping[str, str], process_env: bool
+) -> tuple[str | None, Origin | None, str | None, Origin | None]:
+    """(key, its origin, command, its origin) in the official SDK's order (protocol §1.1)."""
+    env_kind = "env" if process_env else "given"
+    cmd_origin: Origin | None = Origin("given", "credential_cmd")
+    if command is None:
+        command = _env_text(env, c.ENV_CREDENTIAL_CMD)
+        cmd_origin = None if command is None else Origin(env_kind, c.ENV_CREDENTIAL_CMD)
+    if api_key is not None:
+        return api_key, Origin("given", "api_key"), command, cmd_origin
+    from_env = _env_text(env, c.ENV_API_KEY)
+    if from_env is not None:
+        return from_env, Origin(env_kind, c.ENV_API_KEY), command, cmd_origin
+    if command is not None:
+        # The stored default never shadows a credential command (the official SDK's rule).
+        return None, None, command, cmd_origin
+    path = default_credentials_path(None if process_env else env)
+    stored = None if path is None else read_stored_key(path)
+    if stored is None:
+        return None, None, None, None  # validation reports the missing credential
+    assert path is not None
+    return stored, Origin("file", str(path)), None, None
+
+
 @attrs.frozen(kw_only=True, repr=False, cache_hash=True)
 class Config:
     """Options of one Tinker tenant: credentials, endpoint, timeouts, retries, limits.
@@ -273,7 +321,14 @@ class Config:
 
     Attributes:
         api_key: the credential sent as ``X-API-Key``: a static key (``tml-...``) or a JWT
-            (``eyJ...``). Required. Never shown in reprs, logs, errors or telemetry.
+            (``eyJ...``). Required unless ``credential_cmd`` is set. Never shown in reprs,
+            logs, errors or telemetry. When the server announces JWT auth, it is exchanged
+            for short-lived JWTs (see ``docs/configuration.md``).
+        credential_cmd: a shell command that prints a credential (a ``tml-`` key or a JWT).
+            Run whenever a fresh credential is needed (never at construction): when there is
+            no ``api_key``, for the first request and after a rejection; and for each JWT
+            exchange when the server asks for it (``credential_default_source``). Its output
+            is never logged; the command itself is masked in ``repr``.
         base_url: the server's URL; a path prefix is kept (``.../services/tinker-prod``), a
             trailing ``/`` is dropped, an empty string means the default.
         timeout: read timeout of one HTTP request, in seconds (per socket operation).
@@ -322,7 +377,8 @@ class Config:
         poll_timeout: read timeout of a ``retrieve_future`` long poll, in seconds.
     """
 
-    api_key: str
+    api_key: str | None = None
+    credential_cmd: str | None = None
     base_url: str = c.DEFAULT_BASE_URL
     timeout: float = c.DEFAULT_TIMEOUT
     connect_timeout: float = c.DEFAULT_CONNECT_TIMEOUT
@@ -351,16 +407,22 @@ class Config:
     heartbeat_interval: float = c.HEARTBEAT_INTERVAL
     poll_timeout: float = c.RETRIEVE_FUTURE_TIMEOUT
     _tenant_id: str = attrs.field(init=False, eq=False, hash=False)
+    # Where api_key / credential_cmd came from (Config.new records it; not part of equality).
+    _key_origin: Origin | None = attrs.field(init=False, eq=False, hash=False)
+    _cmd_origin: Origin | None = attrs.field(init=False, eq=False, hash=False)
 
     #: Options whose values are secrets (masked in ``repr``).
-    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"api_key", "cf_access_client_secret"})
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"api_key", "cf_access_client_secret", "credential_cmd"}
+    )
 
     def __attrs_post_init__(self) -> None:
         # Normalize and validate every option once; frozen, so assign through object.
         def put(name: str, value: object) -> None:
             object.__setattr__(self, name, value)
 
-        put("api_key", _api_key(self.api_key))
+        put("credential_cmd", _command(self.credential_cmd))
+        put("api_key", _api_key(self.api_key, self.credential_cmd))
         put("base_url", _base_url(self.base_url))
         for name in ("timeout", "connect_timeout", "heartbeat_interval", "poll_timeout"):
             put(name, _number(name, getattr(self, name)))
@@ -408,7 +470,16 @@ class Config:
         if self.ca_bundle is not None and not self.verify_tls:
             raise ConfigError("ca_bundle", "is set but verify_tls is False; choose one")
         put("proxy", _proxy(self.proxy))
-        put("_tenant_id", fingerprint(f"{self.base_url}\n{self.api_key}"))
+        put("_tenant_id", fingerprint(f"{self.base_url}\n{self._credential_identity()}"))
+        key_given, cmd_given = Origin("given", "api_key"), Origin("given", "credential_cmd")
+        put("_key_origin", None if self.api_key is None else key_given)
+        put("_cmd_origin", None if self.credential_cmd is None else cmd_given)
+
+    def _credential_identity(self) -> str:
+        # What tells tenants apart: the key, or else the command that produces it.
+        if self.api_key is not None:
+            return self.api_key
+        return f"{c.ENV_CREDENTIAL_CMD}\n{self.credential_cmd}"
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -416,6 +487,7 @@ class Config:
         cls,
         *,
         api_key: str | None = None,
+        credential_cmd: str | None = None,
         base_url: str | None = None,
         timeout: float | None = None,
         connect_timeout: float | None = None,
@@ -448,10 +520,17 @@ class Config:
         """Build a Config: explicit options, else the environment, else the defaults.
 
         ``None`` means "not given". The environment (``env``, default :data:`os.environ`,
-        read once here and never again) supplies ``TINKER_API_KEY``, ``TINKER_BASE_URL``
-        (empty means unset), ``TINKER_TAGS`` (comma-separated), ``TINKER_PROJECT_ID``,
-        ``TINKER_TELEMETRY`` (``1/true/yes/on`` or ``0/false/no/off``) and
-        ``CLOUDFLARE_ACCESS_CLIENT_ID`` / ``CLOUDFLARE_ACCESS_CLIENT_SECRET``.
+        read once here and never again) supplies ``TINKER_API_KEY``, ``TINKER_CREDENTIAL_CMD``,
+        ``TINKER_BASE_URL`` (empty means unset), ``TINKER_TAGS`` (comma-separated),
+        ``TINKER_PROJECT_ID``, ``TINKER_TELEMETRY`` (``1/true/yes/on`` or ``0/false/no/off``)
+        and ``CLOUDFLARE_ACCESS_CLIENT_ID`` / ``CLOUDFLARE_ACCESS_CLIENT_SECRET``.
+
+        The credential comes from the first of: ``api_key``, ``TINKER_API_KEY``, the credential
+        command (``credential_cmd``, else ``TINKER_CREDENTIAL_CMD``), and the default key of the
+        stored key file ``$HOME/.tinker/credentials.json`` (``HOME`` from ``env``; consulted only
+        when no credential command is set). A credential command is kept even when a key was
+        found: a server may ask for it (``credential_default_source``). The command is not run
+        here.
 
         Raises:
             ConfigError: an option (or the environment variable feeding it) is invalid;
@@ -486,7 +565,6 @@ class Config:
             if value is not None
         }
         from_env: dict[str, Any] = {
-            "api_key": (api_key, _env_text(source, c.ENV_API_KEY)),
             "base_url": (base_url or None, _env_text(source, c.ENV_BASE_URL)),
             "tags": (tags, _env_text(source, c.ENV_TAGS)),
             "project_id": (project_id, _env_text(source, c.ENV_PROJECT_ID)),
@@ -502,9 +580,15 @@ class Config:
         }
         for name, (explicit, environ) in from_env.items():
             chosen = explicit if explicit is not None else environ
-            if chosen is not None or name == "api_key":  # a missing key fails validation
+            if chosen is not None:
                 given[name] = chosen
-        return cls(**given)
+        key, key_origin, command, cmd_origin = _credential_sources(
+            api_key, credential_cmd, source, env is None
+        )
+        config = cls(api_key=key, credential_cmd=command, **given)
+        object.__setattr__(config, "_key_origin", key_origin)
+        object.__setattr__(config, "_cmd_origin", cmd_origin)
+        return config
 
     def with_(self, **changes: Any) -> Config:
         """Return a validated copy with ``changes`` applied (the environment is not read).
@@ -516,7 +600,13 @@ class Config:
         for name in changes:
             if name not in known:
                 raise ConfigError(name, "unknown option")
-        return attrs.evolve(self, **changes)
+        copy = attrs.evolve(self, **changes)
+        # Unchanged credentials keep the record of where they came from.
+        if "api_key" not in changes and copy.api_key == self.api_key:
+            object.__setattr__(copy, "_key_origin", self._key_origin)
+        if "credential_cmd" not in changes and copy.credential_cmd == self.credential_cmd:
+            object.__setattr__(copy, "_cmd_origin", self._cmd_origin)
+        return copy
 
     #: Alias of :meth:`with_` (the attrs spelling).
     evolve = with_
@@ -530,7 +620,27 @@ class Config:
     @property
     def tenant_key(self) -> tuple[str, str]:
         """``(base_url, key fingerprint)``: keys registries shared by one tenant's clients."""
-        return (self.base_url, fingerprint(self.api_key))
+        return (self.base_url, fingerprint(self._credential_identity()))
+
+    # ------------------------------------------------------------------ credential origins
+    @property
+    def api_key_origin(self) -> Origin | None:
+        """Where :attr:`api_key` came from (None without a key); never holds the key."""
+        return self._key_origin
+
+    @property
+    def credential_cmd_origin(self) -> Origin | None:
+        """Where :attr:`credential_cmd` came from (None without a command)."""
+        return self._cmd_origin
+
+    @property
+    def credential_source(self) -> str:
+        """Where the credential comes from, in words (``"TINKER_API_KEY"``, ``"the stored key
+        file '...'"``, ``"credential command (TINKER_CREDENTIAL_CMD)"``...); no secret."""
+        if self._key_origin is not None:
+            return self._key_origin.describe()
+        assert self._cmd_origin is not None  # validation: a key or a command
+        return f"credential command ({self._cmd_origin.describe()})"
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:
@@ -540,7 +650,7 @@ class Config:
                 continue
             value = getattr(self, a.name)
             if a.name == "api_key":
-                text = repr(mask_key(value))
+                text = "None" if value is None else repr(mask_key(value))
             elif a.name in self.SECRET_FIELDS:
                 text = "None" if value is None else repr(REDACTED)
             elif a.name == "default_headers":

@@ -163,6 +163,12 @@ class KeyLimiterRegistry:
         with self._lock:
             return len(self._limiters)
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's limiters (their counts are the parent's
+        requests in flight). Called by ``actors._fork``."""
+        self._lock = threading.Lock()
+        self._limiters = {}
+
 
 #: The process-wide registry the tenants use.
 key_limiters = KeyLimiterRegistry()

@@ -74,6 +74,13 @@ class SamplerRegistry:
     def __len__(self) -> int:
         return len(self._table)
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: withdraw every snapshot (the parent's samplers; their lanes'
+        threads did not survive the fork). Keys keep counting, so a client inherited from the
+        parent never finds a new client's snapshot under its key. Called by ``actors._fork``."""
+        self._lock = threading.Lock()
+        self._table = {}
+
 
 #: The process-wide registry.
 samplers = SamplerRegistry()

@@ -34,7 +34,12 @@ from tinkex_actors.actors._client_state import ClientState
 from tinkex_actors.actors._queue_state import QueueStateTracker
 from tinkex_actors.actors._registry import SamplerSnapshot, samplers
 from tinkex_actors.actors._runtime import Runtime
-from tinkex_actors.errors import ClientClosedError, QueueFullError, TinkexTimeoutError
+from tinkex_actors.errors import (
+    ClientClosedError,
+    QueueFullError,
+    TinkexTimeoutError,
+    ValidationError,
+)
 from tinkex_actors.futures import ActorFuture
 from tinkex_actors.types import SampleRequest, SampleResponse
 
@@ -110,7 +115,9 @@ class SamplerState(ClientState):
         handle: the handle of the client's SamplingActor.
         key: the client's key in the sampler registry.
         seq: the ``seq_id`` counter (atomic).
-        clone_id: ``seq_id // 1e9`` of this client's samples (0 for an original client).
+        clone_id: ``seq_id // 1e9`` of this client's samples: 0 for an original client; for
+            a client restored from a handle or a pickle, the server's ``client_counter`` or a
+            random id in 1..1e9 (set once by :meth:`use_clone_id`, before its first sample).
         bound: samples in flight at most.
         batched: completions come from the session's batched poll (the server announced
             ``sample_use_retrieve_futures`` and it has not failed); else single polls.
@@ -145,6 +152,13 @@ class SamplerState(ClientState):
     def sampler_id(self) -> str:
         """The sampling session id on the server."""
         return self.handle.name
+
+    def use_clone_id(self, clone_id: int) -> None:
+        """Number this client's ``seq_id`` s from ``clone_id * 1e9`` (a restored client; set
+        before its first sample, so every seq_id it sends carries it)."""
+        if clone_id < 0:
+            raise ValidationError(f"a clone id is an int >= 0, got {clone_id!r}", field="clone_id")
+        self.clone_id = clone_id
 
     def close(self) -> None:
         """Withdraw the snapshot, mark closed, cut this client's exchanges short and fail

@@ -1,8 +1,12 @@
 """Session lifecycle on the wire: bootstrap, heartbeat, finish (protocol §2, §3.1, §3.2).
 
 * :func:`bootstrap` runs once per ServiceClient, in the constructing thread: the mandatory
-  ``client/config`` (its flags and chunk limits), the optional ``client/dynamic_config``
+  ``client/config`` (its flags and chunk limits), the JWT exchange when it announces
+  ``pjwt_auth_enabled`` (:func:`authenticate`), the optional ``client/dynamic_config``
   (404 means defaults), and ``create_session``.
+* :func:`authenticate` switches the tenant's transport to JWTs (protocol §1.2): the first
+  ``POST auth/token`` happens here, so a refused credential fails the construction; later
+  ones happen when the JWT is due (see :mod:`tinkex_actors.transport._auth`).
 * :class:`Heartbeat` is one daemon thread per session, *not* an actor, so a busy mailbox can
   never delay it: every ``heartbeat_interval`` seconds it POSTs ``session_heartbeat`` (no
   retries, 10 s timeout), warns once a success is older than 120 s, stops on 410 (the session
@@ -12,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Final
@@ -20,9 +25,10 @@ import attrs
 import orjson
 
 from tinkex_actors import _constants as c
+from tinkex_actors._credentials import is_jwt
 from tinkex_actors._logging import get_logger
 from tinkex_actors.config import Config
-from tinkex_actors.errors import GoneError, NotFoundError
+from tinkex_actors.errors import GoneError, NotFoundError, ResponseDecodeError
 from tinkex_actors.transport import HTTPTransport, path_segment
 from tinkex_actors.types import (
     ClientConfigRequest,
@@ -34,12 +40,21 @@ from tinkex_actors.types import (
 )
 from tinkex_actors.wire import decode_json, encode_json
 
-__all__ = ["Heartbeat", "SessionInfo", "bootstrap", "finish_session"]
+__all__ = [
+    "Heartbeat",
+    "SessionInfo",
+    "attach_session",
+    "authenticate",
+    "bootstrap",
+    "exchange_jwt",
+    "finish_session",
+]
 
 _CONFIG_PATH: Final = f"{c.API_PREFIX}/client/config"
 _DYNAMIC_PATH: Final = f"{c.API_PREFIX}/client/dynamic_config"
 _SESSION_PATH: Final = f"{c.API_PREFIX}/create_session"
 _HEARTBEAT_PATH: Final = f"{c.API_PREFIX}/session_heartbeat"
+_AUTH_TOKEN_PATH: Final = f"{c.API_PREFIX}/auth/token"
 
 
 @attrs.frozen
@@ -62,6 +77,7 @@ def bootstrap(transport: HTTPTransport, config: Config) -> SessionInfo:
     announced = decode_json(
         ClientConfigResponse, transport.request("POST", _CONFIG_PATH, body=request).content
     )
+    authenticate(transport, announced)
     try:
         reply = transport.request(
             "POST", _DYNAMIC_PATH, body=request, timeout=c.DYNAMIC_CONFIG_TIMEOUT
@@ -89,6 +105,69 @@ def bootstrap(transport: HTTPTransport, config: Config) -> SessionInfo:
                 "tinkex.session.server_message", session_id=created.session_id, message=message
             )
     return SessionInfo(created.session_id, announced, dynamic)
+
+
+def authenticate(transport: HTTPTransport, announced: ClientConfigResponse) -> None:
+    """Use JWTs when ``announced`` (the server's ``client/config``) says so, and obtain the
+    first one now; otherwise keep (or go back to) the plain credential.
+
+    Raises:
+        APIError: the exchange failed (``AuthenticationError``: the credential was refused).
+        ConfigError: the credential command had to run and failed, or the server asks for
+            one (``credential_default_source``) and none is configured.
+    """
+    auth = transport.auth
+    if not announced.pjwt_auth_enabled:
+        auth.use_plain()
+        return
+    use_cmd = announced.credential_default_source == "credential_cmd"
+    auth.use_jwt(functools.partial(exchange_jwt, transport), use_cmd=use_cmd)
+    auth.token()
+
+
+def attach_session(
+    transport: HTTPTransport, session_id: str, announced: ClientConfigResponse
+) -> None:
+    """The bootstrap of a restored sampling client's tree (protocol §2, a "shadow holder"):
+    no ``client/config`` (``announced`` came with the handle) and no ``create_session``, only
+    the JWT exchange when announced and one heartbeat, which proves the session is alive.
+
+    Raises:
+        NotFoundError: the server does not know the session (another server, another key).
+        GoneError: the session ended.
+        APIError / ConfigError: as :func:`authenticate`, or the heartbeat failed.
+    """
+    authenticate(transport, announced)
+    transport.request(
+        "POST",
+        _HEARTBEAT_PATH,
+        body=orjson.dumps({"session_id": session_id, "type": "session_heartbeat"}),
+        timeout=c.HEARTBEAT_TIMEOUT,
+    )
+
+
+def exchange_jwt(transport: HTTPTransport, credential: str) -> str:
+    """``POST auth/token`` (body ``{}``) sent with the raw ``credential``; returns the JWT.
+
+    Raises:
+        APIError: the exchange failed; ``ResponseDecodeError`` when the answer holds no JWT
+            (the body is not quoted: it may hold a token).
+    """
+    reply = transport.request("POST", _AUTH_TOKEN_PATH, body=b"{}", credential=credential)
+    try:
+        data = reply.json()
+    except ResponseDecodeError:
+        data = None  # reported below without quoting the body
+    jwt = data.get("jwt") if isinstance(data, dict) else None
+    if not isinstance(jwt, str) or not is_jwt(jwt):
+        raise ResponseDecodeError(
+            f"POST {_AUTH_TOKEN_PATH}: the answer holds no JWT",
+            body=None,
+            expected='{"jwt": "<header>.<payload>.<signature>"}',
+            method="POST",
+            path=_AUTH_TOKEN_PATH,
+        )
+    return jwt
 
 
 def finish_session(transport: HTTPTransport, session_id: str, budget: float) -> None:

@@ -150,6 +150,12 @@ class TenantRegistry:
         with self._lock:
             return len(self._tenants)
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's tenants (their threads did not survive the
+        fork, and a lock may have been copied held). Called by ``actors._fork``."""
+        self._lock = threading.Lock()
+        self._tenants = {}
+
 
 #: The process-wide registry the ServiceClients use.
 tenants = TenantRegistry()

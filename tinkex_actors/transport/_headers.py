@@ -1,8 +1,10 @@
 """Request headers (protocol §1.3) and origins.
 
-A tenant's constant headers (API key, User-Agent, Cloudflare Access, ``default_headers``) are
-built once per transport; a call copies them and adds its own. Credentials go only to the
-base URL's origin: :func:`origin` decides what counts as the same server.
+A tenant's constant headers (a static API key, User-Agent, Cloudflare Access,
+``default_headers``) are built once per transport; a call copies them and adds its own. A
+credential that changes (a JWT, a credential command's output) is not among them: the
+transport asks its :class:`~tinkex_actors.transport._auth.Auth` for it per request. Credentials
+go only to the base URL's origin: :func:`origin` decides what counts as the same server.
 """
 
 from __future__ import annotations
@@ -53,13 +55,15 @@ def merge_header(headers: dict[str, str], name: str, value: str) -> None:
 
 
 def tenant_headers(config: Config) -> dict[str, str]:
-    """The headers sent with every request to ``config.base_url``'s origin."""
-    headers: dict[str, str] = {
-        c.HEADER_API_KEY: config.api_key,
-        "User-Agent": USER_AGENT,
-        # What urllib3 can decode here (gzip, deflate; zstd and br when installed).
-        "Accept-Encoding": DEFAULT_ACCEPT_ENCODING,
-    }
+    """The constant headers sent with every request to ``config.base_url``'s origin (the API
+    key included when the Config has one; a credential command's output is added per
+    request)."""
+    headers: dict[str, str] = {}
+    if config.api_key is not None:
+        headers[c.HEADER_API_KEY] = config.api_key
+    headers["User-Agent"] = USER_AGENT
+    # What urllib3 can decode here (gzip, deflate; zstd and br when installed).
+    headers["Accept-Encoding"] = DEFAULT_ACCEPT_ENCODING
     if config.cf_access_client_id is not None and config.cf_access_client_secret is not None:
         headers[c.HEADER_CF_CLIENT_ID] = config.cf_access_client_id
         headers[c.HEADER_CF_CLIENT_SECRET] = config.cf_access_client_secret

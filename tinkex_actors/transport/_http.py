@@ -1,9 +1,11 @@
 """``HTTPTransport``: one tenant's pooled HTTP client with the protocol's retry rules.
 
 Thread-safety: one transport serves every thread of its tenant. Its state is immutable after
-construction (headers, URLs, policy are precomputed); each call works on its own copies; the
-backend's pools are thread-safe. :meth:`HTTPTransport.close` may be called from any thread;
-calls started before it finish, later ones raise ``ClientClosedError``.
+construction (headers, URLs, policy are precomputed) except the credential, which its
+:class:`~tinkex_actors.transport._auth.Auth` hands out per request without a lock; each call
+works on its own copies; the backend's pools are thread-safe. :meth:`HTTPTransport.close` may
+be called from any thread; calls started before it finish, later ones raise
+``ClientClosedError``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tinkex_actors.errors import (
     excerpt,
     status_error_class,
 )
+from tinkex_actors.transport._auth import Auth
 from tinkex_actors.transport._backend import RequestsBackend
 from tinkex_actors.transport._checks import (
     check_body,
@@ -71,6 +74,7 @@ _HTTP_EVENTS: Final = frozenset(
     }
 )
 _TRANSPORT_LOGGER: Final = f"{LOGGER_NAME}.transport"
+_NOT_REPLAYED: Final = [False]
 # Tenants already warned that TLS verification is off (warned once per process).
 _warned_insecure: set[str] = set()
 # Server deprecation notes already logged.
@@ -129,6 +133,7 @@ class HTTPTransport:
         self._base_url = config.base_url
         self._origin = origin(config.base_url)
         self._headers = tenant_headers(config)
+        self._auth = Auth(config)
         self._timeouts = Timeouts(config.connect_timeout, config.timeout)
         self._read_timeout_text = _format_seconds(config.timeout)
         self._tenant_id = config.tenant_id
@@ -155,6 +160,19 @@ class HTTPTransport:
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._closed
+
+    @property
+    def auth(self) -> Auth:
+        """Where the credential of each request comes from (static key, command or JWT)."""
+        return self._auth
+
+    def origin_headers(self) -> dict[str, str]:
+        """A copy of the headers for the base URL's origin, with the current credential."""
+        sent = self._headers.copy()
+        auth = self._auth
+        if auth.dynamic:
+            sent[c.HEADER_API_KEY] = auth.token()
+        return sent
 
     def url(self, path: str, query: Mapping[str, QueryValue] | None = None) -> str:
         """The absolute URL of ``path`` (appended to the base URL's path prefix)."""
@@ -185,6 +203,7 @@ class HTTPTransport:
         policy: RetryPolicy | None = None,
         deadline: float | None = None,
         sleep: Callable[[float], object] | None = None,
+        credential: str | None = None,
     ) -> Response:
         """Send one call to the tenant's server, retrying per protocol §5.1, and return a 2xx.
 
@@ -213,6 +232,8 @@ class HTTPTransport:
             deadline: a ``time.monotonic()`` time after which no retry is started.
             sleep: waits out each retry delay instead of the transport's sleep; returning
                 True stops retrying (the caller's client closed).
+            credential: send this as ``X-API-Key`` instead of the tenant's credential (the
+                JWT exchange sends the raw key); such a call is never replayed after a 401.
 
         Returns:
             The answer (2xx, or 3xx when ``follow_redirects`` is False).
@@ -223,6 +244,9 @@ class HTTPTransport:
             APIStatusError: a non-2xx answer (its subclass by status), after retries.
             APITimeoutError: the last attempt timed out.
             APIConnectionError: the last attempt could not connect or was cut off.
+            AuthenticationError: 401, after the one replay a rejected JWT (or credential
+                command output) earns.
+            ConfigError: the credential command had to run and failed.
         """
         if self._closed:
             raise ClientClosedError("the HTTP transport of this client was closed")
@@ -262,15 +286,37 @@ class HTTPTransport:
             for name, value in check_headers(headers).items():
                 merge_header(sent, name, value)
 
+        # The static key is in the constant headers: only a changing credential is asked for.
+        auth: Auth | None = None
+        if credential is not None:
+            sent[c.HEADER_API_KEY] = credential
+        elif self._auth.dynamic:
+            auth = self._auth
+
         meta = self._start(method, path, request_type, iteration)
         start = time.monotonic_ns()
         taken = [0]  # retries taken so far (for the give-up report)
+        # A refused credential earns one replay per call (never mutated without an auth).
+        replayed = _NOT_REPLAYED if auth is None else [False]
 
         def attempt(number: int) -> Response:
             taken[0] = number
             sent[c.HEADER_RETRY_COUNT] = str(number)
+            if auth is not None:
+                sent[c.HEADER_API_KEY] = auth.token()  # renewed meanwhile, maybe
             return self._attempt(
-                method, url, path, sent, body, timeouts, follow_redirects, meta, start, number
+                method,
+                url,
+                path,
+                sent,
+                body,
+                timeouts,
+                follow_redirects,
+                meta,
+                start,
+                number,
+                auth,
+                replayed,
             )
 
         def on_retry(number: int, error: APIError, delay: float) -> None:
@@ -325,6 +371,8 @@ class HTTPTransport:
         meta: dict[str, Any] | None,
         start: int,
         number: int,
+        auth: Auth | None,
+        replayed: list[bool],
     ) -> Response:
         # One attempt: send, follow same-origin redirects, return a 2xx (or an unfollowed
         # 3xx) or raise the answer as its typed status error.
@@ -336,7 +384,18 @@ class HTTPTransport:
             if 200 <= status < 300 or (300 <= status < 400 and not follow_redirects):
                 return self._done(raw, method, path, number, start, meta)
             if status not in REDIRECTS:
-                raise self._status_error(raw, method, path, None)
+                if auth is not None and not replayed[0] and auth.should_renew(status, raw.headers):
+                    # The credential itself was refused: once more with a fresh one.
+                    replayed[0] = True
+                    sent[c.HEADER_API_KEY] = auth.renew(sent[c.HEADER_API_KEY])
+                    self._log_replay(method, path)
+                    continue
+                why = (
+                    "refused again after one replay with a fresh credential"
+                    if (status == 401 and replayed[0])
+                    else None
+                )
+                raise self._status_error(raw, method, path, why)
             if redirects >= c.HTTP_MAX_REDIRECTS:
                 raise self._status_error(raw, method, path, "too many redirects", final=True)
             target = self._same_origin_location(raw, url)
@@ -355,6 +414,15 @@ class HTTPTransport:
                 method, body = ("HEAD" if method == "HEAD" else "GET"), None
                 sent.pop("Content-Type", None)
                 sent.pop(c.HEADER_IDEMPOTENCY_KEY, None)
+
+    def _log_replay(self, method: str, path: str) -> None:
+        get_logger("transport").info(
+            "tinkex.http.credential_replay",
+            method=method,
+            path=path,
+            mode=self._auth.mode,
+            tenant_id=self._tenant_id,
+        )
 
     def _same_origin_location(self, raw: RawResponse, url: str) -> str | None:
         location = raw.headers.get("location")
@@ -405,8 +473,9 @@ class HTTPTransport:
     ) -> APIStatusError:
         cls = status_error_class(raw.status)
         # A server (or a proxy) echoing our credentials must not put them into the error.
-        shown = scrub(excerpt(raw.body), self._secrets)
-        headers = {k.lower(): scrub(v, self._secrets) for k, v in raw.headers.items()}
+        secrets = self._secrets + self._auth.secrets()
+        shown = scrub(excerpt(raw.body), secrets)
+        headers = {k.lower(): scrub(v, secrets) for k, v in raw.headers.items()}
         if final:
             # Our own verdict (a redirect we will not follow): asking again cannot help.
             headers[c.HEADER_SHOULD_RETRY] = "false"

@@ -80,6 +80,12 @@ class TransportRegistry:
         with self._lock:
             return len(self._entries)
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's transports (a lock may have been copied held;
+        the child builds its own). Called by ``actors._fork``."""
+        self._lock = threading.Lock()
+        self._entries = {}
+
 
 #: The process-wide registry the clients use.
 shared_transports = TransportRegistry()

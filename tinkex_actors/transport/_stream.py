@@ -89,7 +89,7 @@ def _hop_headers(
     transport: HTTPTransport, url: str, accept: str, extra: Mapping[str, str]
 ) -> dict[str, str]:
     same = origin(url) == transport._origin
-    sent = transport._headers.copy() if same else {"User-Agent": USER_AGENT}
+    sent = transport.origin_headers() if same else {"User-Agent": USER_AGENT}
     sent["Accept"] = accept
     for name, value in extra.items():
         merge_header(sent, name, value)
@@ -120,16 +120,23 @@ def _open(
     start: int,
 ) -> tuple[RawStream, str]:
     taken = [0]
+    replayed = [False]  # a refused credential earns one replay per download
+    auth = transport.auth
 
     def attempt(number: int) -> tuple[RawStream, str]:
         taken[0] = number
         hop = url
         redirects = 0
         while True:
-            raw = transport._backend.open(
-                method, hop, _hop_headers(transport, hop, accept, extra), timeouts
-            )
+            sent = _hop_headers(transport, hop, accept, extra)
+            raw = transport._backend.open(method, hop, sent, timeouts)
             status = raw.status
+            rejected = sent.get(c.HEADER_API_KEY)
+            if rejected is not None and not replayed[0] and auth.should_renew(status, raw.headers):
+                raw.close()
+                replayed[0] = True
+                auth.renew(rejected)  # the next pass of the loop sends the fresh one
+                continue
             if 200 <= status < 300:
                 if meta is not None:
                     end = time.monotonic_ns()
