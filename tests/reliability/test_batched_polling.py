@@ -182,7 +182,7 @@ def test_a_410_on_the_batched_poll_falls_back_to_single_polls(config: Config) ->
     assert backend.sent("/retrieve_future")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def slow_sample_server() -> Iterator[ServerHandle]:
     from _servers import session_server
 
@@ -210,3 +210,28 @@ def test_closing_with_many_samples_in_flight_is_prompt_and_leaves_no_thread(
     for future in futures:
         assert isinstance(future.exception(timeout=1), ClientClosedError)
     assert threading.active_count() < before_close
+
+
+def test_a_training_step_never_waits_behind_samples_in_flight(
+    slow_sample_server: ServerHandle,
+) -> None:
+    """2,000 samples in flight (60 s each) hold no thread a training call needs: a
+    forward_backward + optim_step issued after them completes while every sample still waits."""
+    config = Config(api_key=slow_sample_server.api_key, base_url=slow_sample_server.base_url)
+    with ServiceClient(config) as service:
+        sampler = service.create_sampling_client(base_model=BASE_MODEL, timeout=30)
+        training = service.create_lora_training_client(BASE_MODEL, timeout=30)
+        futures = [sampler.sample(types.ModelInput.from_ints([1, 2]), PARAMS) for _ in range(2000)]
+        deadline = time.monotonic() + 50
+        while len(sampler._state.watched) < 2000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        tokens = [1, 2, 3, 4]
+        datum = types.Datum(
+            types.ModelInput.from_ints(tokens[:-1]),
+            {"target_tokens": tokens[1:], "weights": [1.0] * 3},
+        )
+        output = training.forward_backward([datum], "cross_entropy")
+        stepped = training.optim_step(types.AdamParams(learning_rate=1e-3))
+        assert output.result(timeout=30).metrics
+        assert stepped.result(timeout=30) is not None
+        assert not any(future.done() for future in futures)  # all still in flight
