@@ -120,6 +120,35 @@ def test_sweep_removes_log_entries_with_their_futures(loop: asyncio.AbstractEven
     assert len(store.logs) == 0
 
 
+def test_a_log_expecting_completions_is_never_swept(loop: asyncio.AbstractEventLoop) -> None:
+    # Regression: a log idle for a minute, then sampled from, was dropped while its samples ran;
+    # their completions went to a log no poll could find, and the client waited forever.
+    clock = Clock()
+    store = FutureStore(TTL, DELIVERED_TTL, clock=clock)
+    first = store.create("t", ResultKind.SAMPLE, loop, log_key=KEY)
+    log = store.logs.get(KEY)
+    assert log is not None
+    assert log.pending == 1
+    clock.shift = DELIVERED_TTL * 3
+    store.sweep()
+    assert store.logs.get(KEY) is log  # a request still to report keeps it
+    first.set_result(_sample())
+    _settle(loop)
+    assert log.pending == 0
+    assert list(log.entries) == [first.request_id]
+    log.trim(store.logs.last_cursor)
+    clock.shift = DELIVERED_TTL * 6
+    store.sweep()
+    assert store.logs.get(KEY) is None  # now idle and empty: dropped
+    # A new request opens a new log, which polls find.
+    second = store.create("t", ResultKind.SAMPLE, loop, log_key=KEY)
+    second.set_result(_sample())
+    _settle(loop)
+    fresh = store.logs.get(KEY)
+    assert fresh is not None
+    assert list(fresh.entries) == [second.request_id]
+
+
 def test_a_poll_waits_for_the_next_completion_and_close_releases_it(
     loop: asyncio.AbstractEventLoop,
 ) -> None:

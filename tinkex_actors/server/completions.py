@@ -14,7 +14,9 @@ error.
 Entries leave a log when a poll's ``prev_cursor`` passes them, when the client acknowledges
 their request ids (``retrieved_request_ids``), or when the future itself is swept (the
 future retention of :mod:`tinkex_actors.server.futures`), so a session that never polls
-holds no more than the futures do. Empty logs nobody polled for ``idle_ttl`` are dropped.
+holds no more than the futures do. A log with nothing in it, no request still to report and
+no poll waiting, untouched for ``idle_ttl``, is dropped (a log still expecting completions
+never is: they would land in a log no poll finds).
 
 Everything here runs on the event loop: no locks.
 """
@@ -40,7 +42,7 @@ LogKey = tuple[str, int]
 class CompletionLog:
     """The finished and failed requests of one target, in completion order."""
 
-    __slots__ = ("_event", "closed", "entries", "key", "tenant", "touched", "waiters")
+    __slots__ = ("_event", "closed", "entries", "key", "pending", "tenant", "touched", "waiters")
 
     def __init__(self, key: LogKey, tenant: str, now: float) -> None:
         self.key = key
@@ -50,6 +52,9 @@ class CompletionLog:
         self.closed = False
         self.touched = now
         self.waiters = 0
+        #: Requests that will be reported here and have not completed yet: while there are
+        #: any, the log must stay the one polls find, however long they take.
+        self.pending = 0
         self._event: asyncio.Event | None = None
 
     def append(self, cursor: int, record: FutureRecord) -> None:
@@ -130,20 +135,24 @@ class CompletionLogs:
         return self._cursor
 
     def open(self, key: LogKey, tenant: str) -> CompletionLog:
-        """The target's log, created when missing."""
+        """The target's log, created when missing (a poll or a new request keeps it alive)."""
+        now = self._clock()
         log = self._logs.get(key)
         if log is None or log.closed:
-            log = CompletionLog(key, tenant, self._clock())
+            log = CompletionLog(key, tenant, now)
             self._logs[key] = log
+        log.touched = now
         return log
 
     def get(self, key: LogKey) -> CompletionLog | None:
         """The target's log, if any."""
         return self._logs.get(key)
 
-    def record(self, log: CompletionLog, record: FutureRecord) -> None:
-        """Append a finished request to ``log`` under the next cursor."""
-        if log.closed:
+    def record(self, log: CompletionLog, record: FutureRecord, *, report: bool = True) -> None:
+        """One of ``log``'s pending requests completed: append it under the next cursor
+        (unless ``report`` is false: the future is already gone)."""
+        log.pending -= 1
+        if log.closed or not report:
             return
         self._cursor += 1
         log.touched = self._clock()
@@ -161,12 +170,12 @@ class CompletionLogs:
             log.wake()
 
     def sweep(self) -> int:
-        """Drop the idle empty logs; returns how many."""
+        """Drop the idle empty logs (nothing held, pending or waiting); returns how many."""
         cutoff = self._clock() - self._idle_ttl
         idle = [
             key
             for key, log in self._logs.items()
-            if not log.entries and not log.waiters and log.touched < cutoff
+            if not (log.entries or log.pending or log.waiters) and log.touched < cutoff
         ]
         for key in idle:
             del self._logs[key]

@@ -273,7 +273,10 @@ class FutureStore:
             log_key: report the completion in this target's completion log.
         """
         request_id = f"{self._prefix}-{next(self._counter)}"
-        log = self.logs.open(log_key, tenant) if log_key is not None else None
+        log = None
+        if log_key is not None:
+            log = self.logs.open(log_key, tenant)
+            log.pending += 1
         not_before = time.monotonic() + latency if latency > 0 else 0.0
         record = FutureRecord(
             request_id, tenant, kind, loop, not_before=not_before, log=log, store=self
@@ -295,8 +298,9 @@ class FutureStore:
         # On the loop, when the outcome became visible.
         if record.kind is ResultKind.SAMPLE:
             self.stats.samples_pending -= 1
-        if record.log is not None and record.request_id in self._futures:
-            self.logs.record(record.log, record)
+        if record.log is not None:
+            # A future acknowledged (dropped) before this ran is not reported again.
+            self.logs.record(record.log, record, report=record.request_id in self._futures)
 
     def _delivered(self, record: FutureRecord) -> None:
         if record.kind is ResultKind.SAMPLE:
