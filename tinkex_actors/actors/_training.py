@@ -21,6 +21,13 @@ a failed or crashed submission never leaves a gap that would stall the server's 
 submission gave up without an answer (network failure, 5xx), the server may hold it after all:
 the next request's first attempt then runs without transport retries, and a 409 makes it skip
 the taken id at once instead of failing (see ``_post_sequenced``).
+
+Recovery hooks (see :mod:`~tinkex_actors.actors._lost`): a call the server answers "model
+gone" (410, or a 404 naming the model) fences the client; while fenced every call fails with
+:class:`~tinkex_actors.errors.ModelLostError`. The actor records what a restore needs: how the
+model was created, the newest ``save_state`` result and the optimizer steps submitted. After a
+restore it installs the new model (new id, seq_ids from 1) and writes the current model id
+into every body, so calls built for the old id go to the new one.
 """
 
 from __future__ import annotations
@@ -36,6 +43,13 @@ from tinkex_actors import _constants as c
 from tinkex_actors._metrics_reduction import combine_forward_backward_outputs
 from tinkex_actors.actors._base import ActorHandle, Call, ChildActor, Crash
 from tinkex_actors.actors._client_state import ClientState
+from tinkex_actors.actors._lost import (
+    ModelGuard,
+    create_in_session,
+    model_gone,
+    model_lost,
+    result_lost,
+)
 from tinkex_actors.actors._poller import UntypedFuture, fast_key, poll_future, untyped_future
 from tinkex_actors.actors._pool import WorkerPool
 from tinkex_actors.actors._queue_state import QueueStateTracker
@@ -46,6 +60,8 @@ from tinkex_actors.errors import (
     APIStatusError,
     ClientClosedError,
     ConflictError,
+    GoneError,
+    NotFoundError,
     ResponseDecodeError,
     TinkexError,
 )
@@ -59,16 +75,24 @@ from tinkex_actors.types import (
     LoadWeightsResponse,
     LoraConfig,
 )
-from tinkex_actors.wire import decode_json, encode_json
+from tinkex_actors.wire import decode_json
 from tinkex_actors.wire._protowriter import tag, varint
 
-__all__ = ["UNLOAD_PATH", "TrainingActor", "TrainingState", "fetch_info", "guarded"]
+__all__ = [
+    "CREATE_MODEL_PATH",
+    "LOAD_WEIGHTS_PATH",
+    "UNLOAD_PATH",
+    "TrainingActor",
+    "TrainingState",
+    "fetch_info",
+    "guarded",
+]
 
 T = TypeVar("T")
 
 _FWDBWD_PATH: Final = f"{c.API_PREFIX}/forward_backward"
-_CREATE_MODEL_PATH: Final = f"{c.API_PREFIX}/create_model"
-_LOAD_WEIGHTS_PATH: Final = f"{c.API_PREFIX}/load_weights"
+CREATE_MODEL_PATH: Final = f"{c.API_PREFIX}/create_model"
+LOAD_WEIGHTS_PATH: Final = f"{c.API_PREFIX}/load_weights"
 _GET_INFO_PATH: Final = f"{c.API_PREFIX}/get_info"
 #: Where unload_model is sent (outside the seq_id sequence).
 UNLOAD_PATH: Final = f"{c.API_PREFIX}/unload_model"
@@ -76,6 +100,8 @@ UNLOAD_PATH: Final = f"{c.API_PREFIX}/unload_model"
 # occurrence of a scalar field wherever it appears, so the actor appends the seq_id to a body
 # encoded without one in the caller's thread.
 _SEQ_TAG: Final = tag(2, 0)
+#: ForwardBackwardRequest.model_id is field 1 (a string): appended after a restore.
+_MODEL_TAG: Final = tag(1, 2)
 _ZSTD_HEADERS: Final = {"Content-Encoding": "zstd"}
 #: Statuses (besides 5xx and network failures) after which the server may hold the request.
 _UNKNOWN_OUTCOME: Final = frozenset({408, 429})
@@ -112,6 +138,8 @@ class TrainingState(ClientState):
             1, name=f"tinkex-train-{handle.id}", idle_timeout=c.WORKER_IDLE_TIMEOUT
         )
         self._compressor: Any = None
+        #: Recovery bookkeeping: origin, last checkpoint, fence, restore ticket.
+        self.guard = ModelGuard()
 
     def threads(self) -> list[threading.Thread]:
         """The result lane's thread, when it runs."""
@@ -179,25 +207,36 @@ def _poll(
     request_type: str,
     proto: bool,
     roundtrip: float | None,
+    model_id: str = "",
 ) -> T:
-    return poll_future(
-        state.runtime,
-        request.request_id,
-        expected,
-        request_type=request_type,
-        proto=proto,
-        tracker=state.tracker,
-        roundtrip=roundtrip,
-        is_closed=state.is_closed,
-    )
+    try:
+        return poll_future(
+            state.runtime,
+            request.request_id,
+            expected,
+            request_type=request_type,
+            proto=proto,
+            tracker=state.tracker,
+            roundtrip=roundtrip,
+            is_closed=state.is_closed,
+        )
+    except (GoneError, NotFoundError) as exc:
+        error = result_lost(state, model_id, request_type, exc)
+        if error is exc:
+            raise
+        raise error from None  # the fence's error is shared by many calls: no per-call cause
 
 
 def _poll_chunks(
-    state: TrainingState, requests: list[UntypedFuture], request_type: str, roundtrip: float
+    state: TrainingState,
+    requests: list[UntypedFuture],
+    request_type: str,
+    roundtrip: float,
+    model_id: str,
 ) -> ForwardBackwardOutput:
     # Chunks run on the server in seq_id order, so polling them in order costs no extra wait.
     outputs = [
-        _poll(state, request, ForwardBackwardOutput, request_type, True, roundtrip)
+        _poll(state, request, ForwardBackwardOutput, request_type, True, roundtrip, model_id)
         for request in requests
     ]
     if len(outputs) == 1:
@@ -242,6 +281,7 @@ class TrainingActor(ChildActor):
         max_retries: int | None = None,
     ) -> UntypedFuture:
         state = self.state
+        state.guard.check()
         transport = state.runtime.transport
         seq = state.next_seq
         data = body(seq)
@@ -282,6 +322,10 @@ class TrainingActor(ChildActor):
         except ConflictError:
             state.next_seq = seq + 1  # the id is taken on the server: never reuse it
             raise
+        except (GoneError, NotFoundError) as exc:
+            if model_gone(state, exc):
+                raise model_lost(state, state.model_id, exc.body or str(exc), "lost") from None
+            raise
         except (APIConnectionError, APIStatusError) as exc:
             status = exc.status_code if isinstance(exc, APIStatusError) else None
             if status is None or status in _UNKNOWN_OUTCOME or status >= c.RETRYABLE_STATUS_FLOOR:
@@ -310,10 +354,9 @@ class TrainingActor(ChildActor):
             user_metadata=user_metadata,
             lora_config=lora_config,
         )
+        state.guard.set_origin(request)
         started = time.monotonic()
-        response = state.runtime.transport.request(
-            "POST", _CREATE_MODEL_PATH, body=encode_json(request)
-        )
+        response = create_in_session(state.runtime, CREATE_MODEL_PATH, request)
         submitted = untyped_future(response)
         rt = time.monotonic() - started
         self._hand_off(
@@ -337,10 +380,9 @@ class TrainingActor(ChildActor):
             user_metadata=user_metadata,
         )
         state.model_id = request.derived_model_id or ""
+        state.guard.set_origin(request)
         started = time.monotonic()
-        response = state.runtime.transport.request(
-            "POST", _LOAD_WEIGHTS_PATH, body=encode_json(request)
-        )
+        response = create_in_session(state.runtime, LOAD_WEIGHTS_PATH, request)
         submitted = untyped_future(response)
         rt = time.monotonic() - started
         self._hand_off(
@@ -357,10 +399,13 @@ class TrainingActor(ChildActor):
         headers = _ZSTD_HEADERS if compress else None
         started = time.monotonic()
         submitted: list[UntypedFuture] = []
+        # After a restore the body may name the old model: the last model_id field wins.
+        model = state.model_id.encode()
+        suffix = _MODEL_TAG + varint(len(model)) + model if state.guard.restores else b""
         for chunk in bodies:
 
             def body(seq: int, chunk: bytes = chunk) -> bytes:
-                data = chunk + _SEQ_TAG + varint(seq)
+                data = chunk + suffix + _SEQ_TAG + varint(seq)
                 return state.compress(data) if compress else data
 
             submitted.append(
@@ -369,7 +414,7 @@ class TrainingActor(ChildActor):
                 )
             )
         rt = time.monotonic() - started
-        self._hand_off(future, _poll_chunks, state, submitted, request_type, rt)
+        self._hand_off(future, _poll_chunks, state, submitted, request_type, rt, state.model_id)
 
     def submit_json(
         self,
@@ -380,15 +425,33 @@ class TrainingActor(ChildActor):
         max_retries: int | None,
         future: ActorFuture[Any],
     ) -> None:
-        """POST a sequenced JSON request (``payload`` gets the seq_id); a worker polls it."""
+        """POST a sequenced JSON request (``payload`` gets the seq_id and the current model
+        id); a worker polls it."""
+        state = self.state
+        guard = state.guard
         started = time.monotonic()
+        current = {"model_id": state.model_id} if "model_id" in payload else {}
         submitted = self._post_sequenced(
             path,
-            lambda seq: orjson.dumps({**payload, "seq_id": seq}),
+            lambda seq: orjson.dumps({**payload, **current, "seq_id": seq}),
             max_retries=max_retries,
         )
+        # Results complete in seq_id order on the client's one result lane, so when a save's
+        # result arrives every earlier optim_step's has: the count is the checkpoint's step.
+        if request_type == "OptimStep":
+            future.add_done_callback(guard.optim_done)
+        elif request_type == "SaveWeights":
+            order = guard.next_order()
+
+            def remember(done: ActorFuture[Any]) -> None:
+                if done.exception() is None:
+                    guard.saved(order, str(done.result().path), guard.optim_steps)
+
+            future.add_done_callback(remember)
         rt = time.monotonic() - started
-        self._hand_off(future, _poll, self.state, submitted, expected, request_type, False, rt)
+        self._hand_off(
+            future, _poll, state, submitted, expected, request_type, False, rt, state.model_id
+        )
 
     def submit_unsequenced(
         self,
@@ -399,8 +462,14 @@ class TrainingActor(ChildActor):
         future: ActorFuture[Any],
     ) -> None:
         """POST a request outside the seq_id sequence (unload_model); a worker polls it."""
+        state = self.state
+        state.guard.check()
+        if path == UNLOAD_PATH:
+            state.guard.unloaded = True
+        if "model_id" in payload:
+            payload = {**payload, "model_id": state.model_id}
         started = time.monotonic()
-        response = self.state.runtime.transport.request("POST", path, body=orjson.dumps(payload))
+        response = state.runtime.transport.request("POST", path, body=orjson.dumps(payload))
         submitted = untyped_future(response)
         rt = time.monotonic() - started
         self._hand_off(future, _poll, self.state, submitted, expected, request_type, False, rt)
