@@ -94,6 +94,9 @@ RECOVERY_MAX_ATTEMPTS: Final = 3
 RECOVERY_BACKOFF: Final = 1.0
 RECOVERY_MAX_BACKOFF: Final = 30.0
 RECOVERY_RESTORE_TIMEOUT: Final = 300.0
+#: How long a client being created waits for a session the server said is gone to be
+#: replaced (then it is created in the new one) before its creation fails.
+SESSION_REPLACE_WAIT: Final = 60.0
 #: Times one sample is submitted again after the server forgot it (its request id or its
 #: sampling session) before it fails.
 SAMPLE_MAX_RESUBMITS: Final = 5

@@ -20,6 +20,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+import attrs
+
+from tinkex_actors import _constants as c
 from tinkex_actors import telemetry
 from tinkex_actors._logging import get_logger
 from tinkex_actors.actors._session import session_gone_answer
@@ -28,6 +31,7 @@ from tinkex_actors.errors import (
     GoneError,
     ModelLostError,
     NotFoundError,
+    SessionLostError,
     TinkexError,
 )
 from tinkex_actors.recovery import Restored
@@ -247,17 +251,45 @@ def result_lost(
     return exc
 
 
-def create_in_session(runtime: Runtime, path: str, request: Any) -> Response:
+def create_in_session(
+    runtime: Runtime, path: str, request: Any, *, wait: bool = True
+) -> tuple[Response, Any]:
     """POST a creation naming ``request.session_id`` (create_model, create-via-load,
-    create_sampling_session). An answer saying the session is gone asks for session recovery
-    and is raised: a new try after the recovery goes to the new session."""
+    create_sampling_session); returns the answer and the request as sent.
+
+    An answer saying the session is gone asks for session recovery; with ``wait`` (and
+    session recovery on) the creation then waits, at most ``SESSION_REPLACE_WAIT`` seconds,
+    for the new session and is sent once more in it. Otherwise the answer is raised.
+    Never ``wait`` in the recovery actor's own thread.
+
+    Raises:
+        APIError: the creation failed.
+        SessionLostError: the session is gone and was not (or will not be) replaced.
+    """
     session_id = request.session_id
     try:
-        return runtime.transport.request("POST", path, body=encode_json(request))
+        return runtime.transport.request("POST", path, body=encode_json(request)), request
     except (GoneError, NotFoundError) as exc:
-        if session_gone_answer(exc, session_id):
-            notify(runtime, SessionGone(session_id, exc.body or str(exc)))
-        raise
+        if not session_gone_answer(exc, session_id):
+            raise
+        reason = exc.body or str(exc)
+        notify(runtime, SessionGone(session_id, reason))
+        recovery = runtime.recovery
+        if recovery is None or not recovery.policy.sessions:
+            raise SessionLostError(
+                f"the session {session_id} is gone from the server ({reason[:200]}) and session "
+                "recovery is off: close this ServiceClient and create a new one",
+                session_id=session_id,
+                reason=reason,
+            ) from None
+        if not wait:
+            raise
+        if not recovery.await_new_session(session_id, c.SESSION_REPLACE_WAIT):
+            if runtime.session_lost is not None:
+                raise runtime.session_lost from None
+            raise
+    request = attrs.evolve(request, session_id=runtime.session_id)
+    return runtime.transport.request("POST", path, body=encode_json(request)), request
 
 
 def _loss_message(model_id: str, reason: str, guard: ModelGuard, restoring: bool) -> str:

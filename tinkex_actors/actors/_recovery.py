@@ -27,6 +27,7 @@ metadata (session id, model or sampler id, what happened). Each network step is 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
@@ -82,6 +83,7 @@ class RecoveryState(ClientState):
         super().__init__(runtime, handle)
         self.policy = policy
         self.heartbeat: Heartbeat | None = None
+        self._replaced = threading.Condition(threading.Lock())
 
     def notify(self, message: SessionGone | ModelLost | SamplerMissing) -> bool:
         """Hand ``message`` to the recovery actor; False when it cannot take it (closing).
@@ -99,9 +101,28 @@ class RecoveryState(ClientState):
         """The heartbeat's callback: the server says ``session_id`` is gone."""
         self.notify(SessionGone(session_id, answer.body or str(answer)))
 
+    def session_settled(self) -> None:
+        """The session was replaced or given up: wake :meth:`await_new_session`."""
+        with self._replaced:
+            self._replaced.notify_all()
+
+    def await_new_session(self, session_id: str, timeout: float) -> bool:
+        """Wait until ``session_id`` is no longer the current session; True when it was
+        replaced within ``timeout`` seconds (False: still current, given up, or closed)."""
+        runtime = self.runtime
+        deadline = time.monotonic() + timeout
+        with self._replaced:
+            while runtime.session_id == session_id:
+                left = deadline - time.monotonic()
+                if runtime.session_lost is not None or self.is_closed() or left <= 0:
+                    return False
+                self._replaced.wait(left)
+        return True
+
     def close(self) -> None:
         """Mark closed: cut the recovery's exchanges and waits short."""
         self.mark_closed()
+        self.session_settled()
 
 
 def _final(exc: TinkexError) -> bool:
@@ -226,6 +247,7 @@ class RecoveryActor(ChildActor):
             self._give_up_session(session_id, reason, f"creating a new one failed: {error}")
             return False
         runtime.session_id = new_id
+        self.state.session_settled()
         if self.state.heartbeat is not None:
             self.state.heartbeat.rebind(new_id)
         emit(
@@ -255,6 +277,7 @@ class RecoveryActor(ChildActor):
             session_id=session_id,
             reason=reason,
         )
+        self.state.session_settled()
         if self.state.heartbeat is not None:
             self.state.heartbeat.stop()
         emit(
@@ -315,7 +338,7 @@ class RecoveryActor(ChildActor):
                 base_model=None if path else base,
                 model_path=path,
             )
-            response = create_sampling_session(runtime, request)
+            response = create_sampling_session(runtime, request, wait=False)
             return decode_json(CreateSamplingSessionResponse, response.content).sampling_session_id
 
         new_id, attempts, error = self.attempt("create_sampling_session", create, sampler_id=old)

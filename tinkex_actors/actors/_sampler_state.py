@@ -29,9 +29,10 @@ import time
 from typing import Any, Literal
 
 from tinkex_actors import _constants as c
+from tinkex_actors import telemetry
 from tinkex_actors.actors._base import ActorHandle
 from tinkex_actors.actors._client_state import ClientState
-from tinkex_actors.actors._lost import SamplerMissing, notify
+from tinkex_actors.actors._lost import SamplerMissing, emit, notify
 from tinkex_actors.actors._queue_state import QueueStateTracker
 from tinkex_actors.actors._registry import SamplerSnapshot, samplers
 from tinkex_actors.actors._runtime import Runtime
@@ -299,7 +300,15 @@ class SamplerState(ClientState):
                 sampler_id=sampler_id,
                 reason=reason,
             )
-            self.mark_lost(error)  # nothing is parked without recovery
+            if self.mark_lost(error) == [] and self.lost is error:  # nothing parks without it
+                emit(
+                    self.runtime,
+                    telemetry.RECOVERY_SAMPLER_FAILED,
+                    "tinkex.recovery.sampler_failed",
+                    "error",
+                    sampler_id=sampler_id,
+                    reason=f"session recovery is off: {reason[:200]}",
+                )
             return "fail", self.lost or error
         if sub.resubmits >= c.SAMPLE_MAX_RESUBMITS:
             return "fail", answer

@@ -61,10 +61,12 @@ def request_poll(state: SamplerState) -> bool:
     return True
 
 
-def create_sampling_session(runtime: Runtime, request: CreateSamplingSessionRequest) -> Response:
-    """POST ``create_sampling_session`` (an answer that the session is gone asks for session
-    recovery: see :func:`~tinkex_actors.actors._lost.create_in_session`)."""
-    return create_in_session(runtime, _CREATE_PATH, request)
+def create_sampling_session(
+    runtime: Runtime, request: CreateSamplingSessionRequest, *, wait: bool = True
+) -> Response:
+    """POST ``create_sampling_session`` (a session the server says is gone is replaced first:
+    see :func:`~tinkex_actors.actors._lost.create_in_session`)."""
+    return create_in_session(runtime, _CREATE_PATH, request, wait=wait)[0]
 
 
 class SamplingActor(ChildActor):

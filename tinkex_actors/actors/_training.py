@@ -356,7 +356,7 @@ class TrainingActor(ChildActor):
         )
         state.guard.set_origin(request)
         started = time.monotonic()
-        response = create_in_session(state.runtime, CREATE_MODEL_PATH, request)
+        response, _ = create_in_session(state.runtime, CREATE_MODEL_PATH, request)
         submitted = untyped_future(response)
         rt = time.monotonic() - started
         self._hand_off(
@@ -382,7 +382,8 @@ class TrainingActor(ChildActor):
         state.model_id = request.derived_model_id or ""
         state.guard.set_origin(request)
         started = time.monotonic()
-        response = create_in_session(state.runtime, LOAD_WEIGHTS_PATH, request)
+        response, sent = create_in_session(state.runtime, LOAD_WEIGHTS_PATH, request)
+        state.model_id = sent.derived_model_id or ""  # in a replaced session: a new id
         submitted = untyped_future(response)
         rt = time.monotonic() - started
         self._hand_off(
