@@ -325,8 +325,16 @@ def model_lost(state: TrainingState, model_id: str, reason: str, kind: LossKind)
     restoring = recovery is not None and recovery.policy.restore_models
     with guard.lock:
         fence = guard.fence
-        if fence is not None and (fence.model_id == model_id or model_id != state.model_id):
-            return fence  # already fenced for this loss (or a stale report of an old model)
+        if fence is not None and fence.model_id == model_id:
+            return fence  # already fenced for this loss
+        if model_id != state.model_id:
+            # A late report about a model already replaced: nothing to fence.
+            return fence or ModelLostError(
+                f"the model {model_id} was lost; this client continues with {state.model_id}",
+                model_id=model_id,
+                checkpoint=guard.checkpoint,
+                reason=reason,
+            )
         error = ModelLostError(
             _loss_message(model_id, reason, guard, restoring),
             model_id=model_id,

@@ -318,7 +318,11 @@ class RecoveryActor(ChildActor):
     def _rebind_sampler(self, state: SamplerState, why: str) -> None:
         runtime = self._runtime
         old = state.sampler_id
-        if state.is_closed() or state.lost is not None:
+        if state.lost is not None:
+            return
+        if state.is_closed() or runtime.children.get(state.handle.id) is not state:
+            # Closed or released (its facade was dropped): nobody samples from it any more.
+            fail_all(state.mark_lost(_sampler_closed(state)), _sampler_closed(state))
             return
         snapshot = samplers.get(state.key)
         base = None if snapshot is None else snapshot.base_model

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
@@ -55,6 +55,9 @@ if TYPE_CHECKING:
     from tinkex_actors.actors._training import TrainingActor
 
 __all__ = ["install_restored", "lift_fence", "restore", "resume"]
+
+#: How often resume() looks whether the client was closed while it waits.
+_CLOSED_CHECK: Final = 0.5
 
 
 @attrs.frozen
@@ -309,11 +312,16 @@ def resume(state: TrainingState, timeout: float | None) -> Restored | None:
         ticket = state.guard.ticket
         if ticket is None:
             return None
-        if not ticket.done.wait(left()):
-            raise TinkexTimeoutError(
-                f"the restore of model {ticket.previous_model_id} did not finish within "
-                f"{timeout} s (it goes on; call resume() again)"
-            )
+        # Waited in slices, so closing the client (or its ServiceClient) ends the wait.
+        while not ticket.done.wait(min(_CLOSED_CHECK, left() or _CLOSED_CHECK)):
+            if state.is_closed():
+                raise ClientClosedError(f"the training client {state.model_id} was closed")
+            remaining = left()
+            if remaining is not None and remaining <= 0:
+                raise TinkexTimeoutError(
+                    f"the restore of model {ticket.previous_model_id} did not finish within "
+                    f"{timeout} s (it goes on; call resume() again)"
+                )
         if ticket.error is not None:
             raise ticket.error
         lifted: ActorFuture[bool] = ActorFuture()

@@ -166,8 +166,8 @@ class SamplerState(ClientState):
     def close(self) -> None:
         """Withdraw the snapshot, mark closed, cut this client's exchanges short and fail
         every sample still waiting (ClientClosedError)."""
+        self.mark_closed()  # first: a concurrent rebind() then withdraws what it publishes
         samplers.withdraw(self.key)
-        self.mark_closed()
         with self.lock:
             self.queued.clear()
             self.watched.clear()
@@ -361,7 +361,9 @@ class SamplerState(ClientState):
             self.cursor = 0
             self.poll_failures = 0
             self.batched = bool(self.runtime.announced.sample_use_retrieve_futures)
-            return parked, watched
+        if self.closed:
+            samplers.withdraw(self.key)  # closed meanwhile: publish nothing
+        return parked, watched
 
     def mark_lost(self, error: SamplerLostError) -> list[Submission]:
         """The sampling session is gone for good; returns the parked samples (to be failed)."""

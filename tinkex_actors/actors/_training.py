@@ -25,7 +25,7 @@ the taken id at once instead of failing (see ``_post_sequenced``).
 Recovery hooks (see :mod:`~tinkex_actors.actors._lost`): a call the server answers "model
 gone" (410, or a 404 naming the model) fences the client; while fenced every call fails with
 :class:`~tinkex_actors.errors.ModelLostError`. The actor records what a restore needs: how the
-model was created, the newest ``save_state`` result and the optimizer steps submitted. After a
+model was created, the newest ``save_state`` result and the optimizer steps done. After a
 restore it installs the new model (new id, seq_ids from 1) and writes the current model id
 into every body, so calls built for the old id go to the new one.
 """
