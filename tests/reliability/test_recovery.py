@@ -302,6 +302,58 @@ def test_a_restored_model_trains_on_exactly_after_resume(
     ]
 
 
+def test_calls_find_the_expired_session_when_the_heartbeat_has_not_yet(
+    server: ServerHandle, events: Events
+) -> None:
+    reference, _ = reference_run(server, 4)
+    quiet = config_of(server).with_(heartbeat_interval=600.0)  # no heartbeat in this test
+    with ServiceClient(quiet, recovery=RecoveryPolicy()) as service:
+        old = service.session_id
+        training = service.create_lora_training_client(MODEL, LORA, timeout=WAIT)
+        train(training, range(2))
+        training.save_state("two").result(WAIT)
+        expire(server, old)
+        # A creation naming the expired session gets 410: it waits for the new session and
+        # is created in it.
+        sampler = service.create_sampling_client(base_model=MODEL, timeout=WAIT)
+        new = service.session_id
+        assert new != old
+        assert sampler.sampler_id.startswith(f"{new}:sample:")
+        assert sampler.sample(PROMPT, PARAMS).result(WAIT).sequences
+        # The training client was fenced with its session and restored in the new one.
+        with pytest.raises(ModelLostError):
+            train(training, range(2, 3))
+        restored = training.resume(timeout=WAIT)
+        assert restored is not None
+        assert restored.optim_steps == 2
+        assert train(training, range(2, 4)) == reference[2:]
+    (lost,) = events.of("session.lost")
+    assert "expired" in lost["reason"]
+    assert len(events.of("session.recovered")) == 1
+
+
+def test_a_training_call_finds_a_released_model(server: ServerHandle, events: Events) -> None:
+    quiet = config_of(server).with_(heartbeat_interval=600.0)
+    with ServiceClient(quiet, recovery=RecoveryPolicy()) as service:
+        old = service.session_id
+        training = service.create_lora_training_client(MODEL, LORA, timeout=WAIT)
+        train(training, range(1))
+        expire(server, old)
+        with pytest.raises(ModelLostError) as info:  # 410: released with its session
+            train(training, range(1, 2))
+        assert info.value.restoring
+        assert info.value.checkpoint is None  # never saved: re-created as it was created
+        restored = training.resume(timeout=WAIT)
+        assert restored is not None
+        assert restored.checkpoint is None
+        assert service.session_id != old  # the restore found the session gone first
+        train(training, range(2))
+    (model_lost,) = events.of("model.lost")
+    assert model_lost["kind"] == "lost"
+    assert "released" in model_lost["reason"]
+    assert events.names().count("session.recovered") == 1
+
+
 def test_a_model_that_survived_a_graceful_restart_continues_with_its_id(
     server: ServerHandle, events: Events
 ) -> None:

@@ -216,8 +216,14 @@ class RecoveryActor(ChildActor):
     # ------------------------------------------------------------------ sessions
     def on_session_gone(self, message: SessionGone, future: ActorFuture[None]) -> None:
         """The server said the session is gone: replace it (or give up on it)."""
-        self.recover_session(message.session_id, message.reason)
         future.set_result(None)
+        try:
+            self.recover_session(message.session_id, message.reason)
+        except Exception:
+            # A bug: let the heartbeat beat (and report) again, then crash (and restart).
+            if self.state.heartbeat is not None and self._runtime.session_lost is None:
+                self.state.heartbeat.rebind(self._runtime.session_id)
+            raise
 
     def recover_session(self, session_id: str, reason: str) -> bool:
         """Replace ``session_id`` if it is still the current one; True when a live session
@@ -262,7 +268,13 @@ class RecoveryActor(ChildActor):
         why = f"its session {session_id} is gone"
         children = self._children()
         for child in children:
-            if isinstance(child, TrainingState) and child.model_id and not child.is_closed():
+            # Clients still being created are not touched: their creation goes to the new
+            # session (or fails and meets the loss later).
+            if (
+                isinstance(child, TrainingState)
+                and child.info is not None
+                and not child.is_closed()
+            ):
                 model_lost(child, child.model_id, why, "session")  # queues its restore
         for child in children:
             if isinstance(child, SamplerState):
@@ -288,7 +300,11 @@ class RecoveryActor(ChildActor):
             reason=why[:300],
         )
         for child in self._children():
-            if isinstance(child, TrainingState) and child.model_id and not child.is_closed():
+            if (
+                isinstance(child, TrainingState)
+                and child.info is not None
+                and not child.is_closed()
+            ):
                 model_lost(child, child.model_id, f"its session {session_id} is gone", "session")
             elif isinstance(child, SamplerState) and child.parked:
                 self._sampler_failed(child, f"its session {session_id} is gone ({why})")
@@ -325,8 +341,9 @@ class RecoveryActor(ChildActor):
             fail_all(state.mark_lost(_sampler_closed(state)), _sampler_closed(state))
             return
         snapshot = samplers.get(state.key)
-        base = None if snapshot is None else snapshot.base_model
-        path = None if snapshot is None else snapshot.model_path
+        if snapshot is None:
+            return  # still being created: its creation goes to the new session
+        base, path = snapshot.base_model, snapshot.model_path
         if not state.recreatable or (base is None and path is None):
             self._sampler_failed(
                 state,
