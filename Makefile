@@ -8,13 +8,14 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 # Every install goes through constraints.txt: torch stays at the offline CPU build.
 PIPI   := $(PIP) install -q -c constraints.txt
 
-.PHONY: help demo docs test lint typecheck pytest bench bench-smoke proto server soak clean
+.PHONY: help demo docs test lint typecheck pytest bench bench-smoke proto server soak soak-recovery clean
 
 help:
 	@echo "make demo    fine-tune the tiny model on the embedded server, sample, save, plot"
 	@echo "make test    lint, type check and the whole test suite"
 	@echo "make bench   benchmarks against the official SDK (a few minutes; not in make test)"
 	@echo "make soak    10-minute soak: memory, threads and errors under mixed load"
+	@echo "make soak-recovery  5-minute daemon while its server is killed, wiped, restarted"
 	@echo "make docs    regenerate the API reference (docs/api/) from the docstrings"
 	@echo "make proto   regenerate tinkex_actors/wire/tinker_public_pb2.py from the .proto"
 	@echo "make server  run the embedded server on 127.0.0.1:8000"
@@ -60,6 +61,11 @@ bench: $(VENV)/.test-installed
 # errors (bench/soak.py; `make test` runs a 30-second version).
 soak: $(VENV)/.test-installed
 	$(BIN)/python bench/soak.py --seconds 600
+
+# 5 minutes of a training and sampling daemon while the server is killed, wiped and restarted
+# under it (bench/recovery_soak.py; `make test` runs a 30-second version).
+soak-recovery: $(VENV)/.test-installed
+	$(BIN)/python bench/recovery_soak.py --seconds 300 --steps 600
 
 docs: $(VENV)/.demo-installed
 	$(BIN)/python docs/gen_api.py

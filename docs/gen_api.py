@@ -40,6 +40,7 @@ PUBLIC: dict[str, str] = {
     "tinkex_actors.config": "`Config`: options, environment variables, validation",
     "tinkex_actors.errors": "the exception hierarchy",
     "tinkex_actors.futures": "`ActorFuture`, `gather`, `wait`",
+    "tinkex_actors.recovery": "`RecoveryPolicy`, `Restored`: recovering lost sessions and models",
     "tinkex_actors.telemetry": "telemetry events, handlers, `attach_logger`",
     "tinkex_actors.types": "every wire type",
     "tinkex_actors.rest": "`RestClient`: sessions, runs, checkpoints",

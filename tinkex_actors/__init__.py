@@ -17,6 +17,7 @@ from tinkex_actors._version import __version__
 from tinkex_actors.checkpoint_download import CheckpointDownload
 from tinkex_actors.config import Config
 from tinkex_actors.futures import ActorFuture
+from tinkex_actors.recovery import RecoveryPolicy
 from tinkex_actors.rest import RestClient
 from tinkex_actors.tokenizer import Tokenizer
 
@@ -24,6 +25,7 @@ __all__ = [
     "ActorFuture",
     "CheckpointDownload",
     "Config",
+    "RecoveryPolicy",
     "RestClient",
     "SamplingClient",
     "ServiceClient",

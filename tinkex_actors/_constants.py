@@ -107,6 +107,23 @@ POLL_BILLING_DELAY: Final = 5.0
 #: Consecutive 5xx answers to retrieve_future re-polled at once before backing off.
 POLL_IMMEDIATE_5XX: Final = 2
 
+# ------------------------------------------------------------------------------- recovery
+#: RecoveryPolicy defaults: tries per recovery step, the back-off between tries (doubling,
+#: capped) and the longest wait for a restored model to be ready (seconds).
+RECOVERY_MAX_ATTEMPTS: Final = 3
+RECOVERY_BACKOFF: Final = 1.0
+RECOVERY_MAX_BACKOFF: Final = 30.0
+RECOVERY_RESTORE_TIMEOUT: Final = 300.0
+#: How long a client being created waits for a session the server said is gone to be
+#: replaced (then it is created in the new one) before its creation fails.
+SESSION_REPLACE_WAIT: Final = 60.0
+#: Times one sample is submitted again after the server forgot it (its request id or its
+#: sampling session) before it fails.
+SAMPLE_MAX_RESUBMITS: Final = 5
+#: How long a sample that met a lost sampling session waits for the session to be re-created
+#: before it fails (unless its own timeout is shorter).
+SAMPLE_REBIND_WAIT: Final = 120.0
+
 # ------------------------------------------------------------------------------- training
 DEFAULT_LORA_RANK: Final = 32
 #: Seed defaults for forward_backward chunking (the server's client/config values win).

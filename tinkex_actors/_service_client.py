@@ -19,6 +19,7 @@ from tinkex_actors._logging import get_logger
 from tinkex_actors._sampling_client import SamplingClient
 from tinkex_actors._training_client import TrainingClient
 from tinkex_actors.actors._base import ActorHandle
+from tinkex_actors.actors._recovery import RecoveryState
 from tinkex_actors.actors._runtime import Runtime
 from tinkex_actors.actors._sampling import SamplerState
 from tinkex_actors.actors._service import ServiceActor, send_to_service
@@ -38,6 +39,7 @@ from tinkex_actors.actors._validate import (
 from tinkex_actors.config import Config
 from tinkex_actors.errors import ValidationError
 from tinkex_actors.futures import ActorFuture
+from tinkex_actors.recovery import DEFAULT_POLICY, RecoveryPolicy
 from tinkex_actors.rest import RestClient
 from tinkex_actors.transport import Backend
 from tinkex_actors.types import GetServerCapabilitiesResponse, LoraConfig, OptimizerConfig
@@ -146,6 +148,11 @@ class ServiceClient:
         max_restarts: restarts allowed per client actor within ``restart_period`` seconds
             before the client is marked failed.
         restart_period: the restart-intensity window, in seconds.
+        recovery: what to do when the server loses the session, a model or a sampler (see
+            :class:`~tinkex_actors.recovery.RecoveryPolicy` and ``docs/recovery.md``). None:
+            sessions are recovered, lost models are not restored (their calls raise
+            :class:`~tinkex_actors.errors.ModelLostError`); ``RecoveryPolicy()`` restores
+            them too; ``RecoveryPolicy.off()`` recovers nothing.
         **options: :meth:`Config.new` options (``api_key=``, ``base_url=``, ...).
 
     Raises:
@@ -170,8 +177,15 @@ class ServiceClient:
         sleep: Callable[[float], None] | None = None,
         max_restarts: int = c.SUPERVISOR_MAX_RESTARTS,
         restart_period: float = c.SUPERVISOR_RESTART_PERIOD,
+        recovery: RecoveryPolicy | None = None,
         **options: Any,
     ) -> None:
+        if recovery is not None and not isinstance(recovery, RecoveryPolicy):
+            raise ValidationError(
+                f"expected a RecoveryPolicy or None, got {type(recovery).__name__}",
+                field="recovery",
+            )
+        policy = DEFAULT_POLICY if recovery is None else recovery
         config = _resolve_config(config, options)
         restarts = non_negative_int(max_restarts, "max_restarts")
         period = check_seconds(restart_period, "restart_period") or c.SUPERVISOR_RESTART_PERIOD
@@ -185,7 +199,19 @@ class ServiceClient:
         handle = ActorHandle("service", info.session_id)
         runtime.service_handle = handle
         ServiceActor.start(runtime, handle, restarts, period)
-        heartbeat = Heartbeat(tenant.transport, info.session_id, config.heartbeat_interval)
+        recovering = RecoveryState(runtime, ActorHandle("recovery", info.session_id), policy)
+        started: ActorFuture[RecoveryState] = send_to_service(
+            runtime, ServiceActor.start_recovery, (recovering,)
+        )
+        started.result(c.ACTOR_STOP_TIMEOUT)
+        heartbeat = Heartbeat(
+            tenant.transport,
+            info.session_id,
+            config.heartbeat_interval,
+            on_gone=recovering.session_gone,
+        )
+        recovering.heartbeat = heartbeat
+        runtime.recovery = recovering
         heartbeat.start()
         reporter = SessionReporter(runtime) if config.telemetry_enabled else None
         if reporter is not None:
@@ -214,6 +240,12 @@ class ServiceClient:
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._runtime.closed
+
+    @property
+    def recovery(self) -> RecoveryPolicy:
+        """The recovery policy (see ``docs/recovery.md``)."""
+        recovering = self._runtime.recovery
+        return DEFAULT_POLICY if recovering is None else recovering.policy
 
     # ------------------------------------------------------------------ training clients
     def create_lora_training_client_async(

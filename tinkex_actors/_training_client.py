@@ -25,6 +25,7 @@ from tinkex_actors._custom_loss import (
 from tinkex_actors._sampling_client import SamplingClient
 from tinkex_actors.actors._base import Call
 from tinkex_actors.actors._custom_flow import SURROGATE_LOSS, CustomCall, run_custom
+from tinkex_actors.actors._restore import resume
 from tinkex_actors.actors._sampling import SamplerState
 from tinkex_actors.actors._service import ServiceActor, release_child, send_to_service
 from tinkex_actors.actors._training import UNLOAD_PATH, TrainingActor, TrainingState
@@ -46,6 +47,7 @@ from tinkex_actors.errors import (
     ValidationError,
 )
 from tinkex_actors.futures import ActorFuture
+from tinkex_actors.recovery import Restored
 from tinkex_actors.tokenizer import Tokenizer, TokenizerHandle
 from tinkex_actors.types import (
     AdamParams,
@@ -482,6 +484,27 @@ class TrainingClient:
         if name is None:
             raise ValidationError("the server's get_info names no base model", field="model_name")
         return Tokenizer.get(name, tokenizer_id=info.model_data.tokenizer_id)
+
+    # ------------------------------------------------------------------ recovery
+    @property
+    def last_checkpoint(self) -> str | None:
+        """The newest ``save_state`` path whose result arrived (or the checkpoint this client
+        was created from): where a restore would start. None when there is none."""
+        return self._state.guard.checkpoint
+
+    def resume(self, *, timeout: float | None = None) -> Restored | None:
+        """Go on after the model was lost and restored (``RecoveryPolicy.restore_models``).
+
+        Waits until the restore finished, then lets calls through again: calls made before
+        this one failed with :class:`~tinkex_actors.errors.ModelLostError`, calls made after
+        it run on the restored model. Continue training from ``optim_steps`` of the result.
+        Returns None when nothing was lost.
+
+        Raises:
+            ModelLostError: the model could not be restored (or restoring is off).
+            TinkexTimeoutError: the restore did not finish within ``timeout`` seconds.
+        """
+        return resume(self._state, check_seconds(timeout, "timeout"))
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

@@ -12,6 +12,10 @@
     ├── TinkexTimeoutError (TimeoutError)     a wait ran out of time
     ├── ActorCrashedError                     the actor serving a call crashed mid-call
     │   └── ChildFailedError                  ... and its supervisor gave up restarting it
+    ├── StateLostError                        server-side state a client relied on is gone
+    │   ├── SessionLostError                  the session ended and was not replaced
+    │   ├── ModelLostError                    a training client's model (or its state) is gone
+    │   └── SamplerLostError                  a sampling client's sampling session is gone
     ├── APIError                              anything the server or the network did
     │   ├── APIConnectionError                the connection failed or dropped
     │   │   └── APITimeoutError (TinkexTimeoutError)   the HTTP request timed out
@@ -71,6 +75,7 @@ __all__ = [
     "InternalServerError",
     "InvalidTinkerPathError",
     "MissingDependencyError",
+    "ModelLostError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
@@ -80,6 +85,9 @@ __all__ = [
     "RequestFailedError",
     "ResponseDecodeError",
     "ResponseTooLargeError",
+    "SamplerLostError",
+    "SessionLostError",
+    "StateLostError",
     "TinkexError",
     "TinkexTimeoutError",
     "TokenizerError",
@@ -171,6 +179,86 @@ class ActorCrashedError(TinkexError):
 
 class ChildFailedError(ActorCrashedError):
     """A client's actor crashed more often than its restart policy allows; the client is dead."""
+
+
+class StateLostError(TinkexError):
+    """State on the server that a client relied on is gone (a session, a model, a sampler).
+
+    What was lost and what to do is in the subclass and its message. With the ServiceClient's
+    :class:`~tinkex_actors.recovery.RecoveryPolicy` the SDK replaces what it can; these errors
+    reach a caller for calls that could not be carried over.
+
+    Attributes:
+        reason: why the server no longer has it (its answer, or what the SDK saw).
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class SessionLostError(StateLostError):
+    """The ServiceClient's session ended on the server (expired, finished, or forgotten by a
+    server that lost its data) and no new one was created: session recovery is off or
+    failed. Close the ServiceClient and create a new one.
+
+    Attributes:
+        session_id: the session that was lost.
+    """
+
+    def __init__(self, message: str, *, session_id: str, reason: str | None = None) -> None:
+        self.session_id = session_id
+        super().__init__(message, reason=reason)
+
+
+class ModelLostError(StateLostError):
+    """A training client's model is gone from the server, or its state became unknown (a
+    result that changes the model was lost in a server restart).
+
+    Training since the last checkpoint is lost. When ``restoring`` is True the client is
+    being (or has been) restored from ``checkpoint`` (``RecoveryPolicy.restore_models``):
+    call :meth:`TrainingClient.resume` to wait for it and go on from there (its calls fail
+    with this error until then). Otherwise the client is dead: create a new one, e.g. with
+    ``create_training_client_from_state_with_optimizer(checkpoint)``.
+
+    Attributes:
+        model_id: the model that was lost.
+        checkpoint: the client's last ``save_state`` path (or the checkpoint it was created
+            from), None when it has none.
+        optim_steps: optimizer steps the client had submitted when ``checkpoint`` was saved
+            (0 for a restore from the model's creation), None when unknown.
+        restoring: whether the client is restored automatically.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model_id: str,
+        checkpoint: str | None,
+        optim_steps: int | None = None,
+        restoring: bool = False,
+        reason: str | None = None,
+    ) -> None:
+        self.model_id = model_id
+        self.checkpoint = checkpoint
+        self.optim_steps = optim_steps
+        self.restoring = restoring
+        super().__init__(message, reason=reason)
+
+
+class SamplerLostError(StateLostError):
+    """A sampling client's sampling session is gone and could not be created again: it held
+    a snapshot of a live adapter (no path to rebuild it from), session recovery is off, or
+    re-creating it failed. Create a new sampling client (e.g. from saved weights).
+
+    Attributes:
+        sampler_id: the sampling session that was lost.
+    """
+
+    def __init__(self, message: str, *, sampler_id: str, reason: str | None = None) -> None:
+        self.sampler_id = sampler_id
+        super().__init__(message, reason=reason)
 
 
 class RequestErrorCategory(enum.StrEnum):

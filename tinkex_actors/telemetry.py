@@ -41,6 +41,16 @@ Events emitted by tinkex_actors (metadata keys in brackets; never the API key):
 * :data:`ACTOR_FAILED` ``{monotonic_time}`` a client actor crashed too often and was given up
   [the same keys]
 * :data:`HANDLER_FAILURE` ``{monotonic_time}`` [handler_id, event, kind, reason]
+* Recovery (``{monotonic_time}``; every one also a log line on ``tinkex_actors.recovery``;
+  see ``docs/recovery.md``): :data:`RECOVERY_SESSION_LOST` [session_id, reason, tenant_id],
+  :data:`RECOVERY_SESSION_RECOVERED` [+ previous_session_id, attempts],
+  :data:`RECOVERY_SESSION_FAILED` [session_id, reason, tenant_id],
+  :data:`RECOVERY_MODEL_LOST` [session_id, model_id, reason, checkpoint, restoring, tenant_id],
+  :data:`RECOVERY_MODEL_RESTORED` [session_id, model_id, previous_model_id, checkpoint,
+  optim_steps, optimizer, attempts, tenant_id], :data:`RECOVERY_MODEL_FAILED` [session_id,
+  model_id, checkpoint, reason, tenant_id], :data:`RECOVERY_SAMPLER_REBOUND` [session_id,
+  sampler_id, previous_sampler_id, resubmitted, tenant_id], :data:`RECOVERY_SAMPLER_FAILED`
+  [session_id, sampler_id, reason, tenant_id]
 """
 
 from __future__ import annotations
@@ -74,6 +84,15 @@ __all__ = [
     "Handler",
     "HandlerInfo",
     "QUEUE_STATE_CHANGE",
+    "RECOVERY_EVENTS",
+    "RECOVERY_MODEL_FAILED",
+    "RECOVERY_MODEL_LOST",
+    "RECOVERY_MODEL_RESTORED",
+    "RECOVERY_SAMPLER_FAILED",
+    "RECOVERY_SAMPLER_REBOUND",
+    "RECOVERY_SESSION_FAILED",
+    "RECOVERY_SESSION_LOST",
+    "RECOVERY_SESSION_RECOVERED",
     "any_enabled",
     "attach",
     "attach_logger",
@@ -97,6 +116,25 @@ QUEUE_STATE_CHANGE: Final[Event] = ("tinkex", "queue", "state_change")
 HANDLER_FAILURE: Final[Event] = ("tinkex", "telemetry", "handler", "failure")
 ACTOR_RESTARTED: Final[Event] = ("tinkex", "actor", "restart")
 ACTOR_FAILED: Final[Event] = ("tinkex", "actor", "failed")
+RECOVERY_SESSION_LOST: Final[Event] = ("tinkex", "recovery", "session", "lost")
+RECOVERY_SESSION_RECOVERED: Final[Event] = ("tinkex", "recovery", "session", "recovered")
+RECOVERY_SESSION_FAILED: Final[Event] = ("tinkex", "recovery", "session", "failed")
+RECOVERY_MODEL_LOST: Final[Event] = ("tinkex", "recovery", "model", "lost")
+RECOVERY_MODEL_RESTORED: Final[Event] = ("tinkex", "recovery", "model", "restored")
+RECOVERY_MODEL_FAILED: Final[Event] = ("tinkex", "recovery", "model", "failed")
+RECOVERY_SAMPLER_REBOUND: Final[Event] = ("tinkex", "recovery", "sampler", "rebound")
+RECOVERY_SAMPLER_FAILED: Final[Event] = ("tinkex", "recovery", "sampler", "failed")
+#: The recovery events (see docs/recovery.md).
+RECOVERY_EVENTS: Final[tuple[Event, ...]] = (
+    RECOVERY_SESSION_LOST,
+    RECOVERY_SESSION_RECOVERED,
+    RECOVERY_SESSION_FAILED,
+    RECOVERY_MODEL_LOST,
+    RECOVERY_MODEL_RESTORED,
+    RECOVERY_MODEL_FAILED,
+    RECOVERY_SAMPLER_REBOUND,
+    RECOVERY_SAMPLER_FAILED,
+)
 #: Every event tinkex_actors emits (what :func:`attach_logger` listens to by default).
 ALL_EVENTS: Final[tuple[Event, ...]] = (
     HTTP_REQUEST_START,
@@ -107,6 +145,7 @@ ALL_EVENTS: Final[tuple[Event, ...]] = (
     ACTOR_RESTARTED,
     ACTOR_FAILED,
     HANDLER_FAILURE,
+    *RECOVERY_EVENTS,
 )
 
 #: Characters of an exception message kept in failure metadata and logs.

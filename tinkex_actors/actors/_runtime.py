@@ -1,10 +1,14 @@
 """``Runtime``: what every actor and worker task of one ServiceClient's tree shares.
 
-One Runtime per ServiceClient (per session): the tenant's resources, the session id, what the
-server announced in ``client/config``, the per-session counters, the closed flag, and the
-handles of the live children. Immutable after construction except the counters (atomic
-``itertools.count``), the closed flag (set once) and ``children`` (mutated only by the
-ServiceActor's thread; read by ``close()`` after that thread stopped).
+One Runtime per ServiceClient: the tenant's resources, the session id, what the server
+announced in ``client/config``, the per-session counters, the closed flag, and the handles of
+the live children. Immutable after construction except the counters (atomic
+``itertools.count``), the closed flag (set once), ``children`` (mutated only by the
+ServiceActor's thread; read by ``close()`` after that thread stopped) and, when the server lost
+the session, ``session_id`` (replaced by the recovery actor: readers take it once per request)
+and ``session_lost`` (set once session recovery gave up). The counters are never reset, not
+even for a new session, so a model or sampler id drawn just before a session changed can
+never collide with one drawn after.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from typing import TYPE_CHECKING, Any, cast
 from tinkex_actors._chunking import ChunkLimits
 from tinkex_actors.actors._tenant import Tenant
 from tinkex_actors.config import Config
-from tinkex_actors.errors import ClientClosedError
+from tinkex_actors.errors import ClientClosedError, SessionLostError
 from tinkex_actors.types import ClientConfigResponse
 
 if TYPE_CHECKING:
     from tinkex_actors.actors._base import ActorHandle
+    from tinkex_actors.actors._recovery import RecoveryState
 
 __all__ = ["Runtime", "chunk_limits"]
 
@@ -81,6 +86,10 @@ class Runtime:
         # handle id -> TrainingState | SamplerState of every live child.
         self.children: dict[int, Any] = {}
         self.service_handle: ActorHandle = cast("ActorHandle", None)  # set once started
+        #: The tree's recovery (session, model and sampler re-binding); None in bare runtimes.
+        self.recovery: RecoveryState | None = None
+        #: Set once the session is gone for good (recovery off or given up).
+        self.session_lost: SessionLostError | None = None
 
     # ------------------------------------------------------------------ counters
     def next_model_seq_id(self) -> int:
@@ -97,9 +106,12 @@ class Runtime:
         return self.closed
 
     def check_open(self) -> None:
-        """Raise ClientClosedError once the ServiceClient closed."""
+        """Raise ClientClosedError once the ServiceClient closed, SessionLostError once its
+        session is gone for good."""
         if self.closed:
             raise ClientClosedError("the ServiceClient was closed; create a new one")
+        if self.session_lost is not None:
+            raise self.session_lost
 
     def close(self) -> None:
         """Mark the tree closed and wake every back-off wait."""

@@ -24,6 +24,14 @@ the lane drains quickly even when more samples are in flight than it has threads
 Deadlines (``sample(timeout=)``) are run by the tenant's :class:`Deadlines` thread, so a sample
 fails on time whether it is queued, submitted or being fetched. A 410 (the server expired the
 request) submits the sample again with a new ``seq_id``, keeping its slot.
+
+Lost state (see docs/recovery.md): each submission names the client's *current* sampling
+session, so a sample sent again after the session was re-created goes to the new one. An
+``asample`` answered "unknown sampling session" parks the sample and tells the recovery actor,
+which re-creates the session (the parked samples are then sent again) or gives up on it (they
+fail with :class:`SamplerLostError`); with session recovery on, a poll answered 404 (a server
+that forgot the request) sends the sample again too. A sample is sent again at most
+``SAMPLE_MAX_RESUBMITS`` times.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from tinkex_actors.errors import (
     APIStatusError,
     ClientClosedError,
     GoneError,
+    NotFoundError,
     RateLimitError,
     ResponseDecodeError,
     TinkexError,
@@ -60,7 +69,16 @@ from tinkex_actors.types import (
 )
 from tinkex_actors.types._model_input import DmelChunk
 
-__all__ = ["RETRIEVE_FUTURES_PATH", "fall_back", "poll_completions", "prompt_bytes", "start"]
+__all__ = [
+    "RETRIEVE_FUTURES_PATH",
+    "fail_all",
+    "fall_back",
+    "poll_completions",
+    "poll_singly",
+    "prompt_bytes",
+    "send_again",
+    "start",
+]
 
 _ASAMPLE_PATH: Final = f"{c.API_PREFIX}/asample"
 RETRIEVE_FUTURES_PATH: Final = f"{c.API_PREFIX}/retrieve_futures"
@@ -93,6 +111,9 @@ def start(sub: Submission) -> None:
         QueueFullError / TinkexTimeoutError / ClientClosedError: see ``SamplerState.admit``.
     """
     state = sub.state
+    if state.lost is not None:
+        sub.future.set_exception(state.lost)
+        return
     if sub.deadline is not None:
         deadlines = state.runtime.tenant.deadlines
         sub.timer = deadlines.schedule(sub.deadline, functools.partial(_expire, sub))
@@ -168,6 +189,12 @@ def _dispatch(sub: Submission) -> None:
         with state.blocking():
             response = _submit(sub)
         submitted = untyped_future(response)
+    except (NotFoundError, GoneError) as exc:
+        if sub.sent_to and sub.sent_to in exc.body:
+            _sampler_missing(sub, exc)
+        else:
+            _failed(sub, exc)
+        return
     except Exception as exc:
         state.end_submit()
         _failed(sub, exc)
@@ -198,6 +225,8 @@ def _submit(sub: Submission) -> Response:
         limiter.wait_backoff(sub.deadline, state.wait)
         limiter.enter_dispatch(sub.deadline, state.is_closed)
         started = time.monotonic()
+        # The current session: after a re-creation a sample sent again goes to the new one.
+        sub.sent_to = sampler = state.sampler_id
         try:
             timeout: float | None = None
             if sub.deadline is not None:
@@ -208,7 +237,7 @@ def _submit(sub: Submission) -> Response:
             response = runtime.transport.request(
                 "POST",
                 _ASAMPLE_PATH,
-                body=orjson.dumps({**sub.body, "seq_id": sub.seq}),
+                body=orjson.dumps({**sub.body, "sampling_session_id": sampler, "seq_id": sub.seq}),
                 headers=_BACKPRESSURE,
                 timeout=timeout,
                 max_retries=config.max_retries,
@@ -231,18 +260,55 @@ def _submit(sub: Submission) -> Response:
         return response
 
 
-def _resubmit(sub: Submission) -> None:
-    # The server expired the request (410): this is a new sample now, in the same slot.
+def _resubmit(sub: Submission, exc: TinkexError) -> None:
+    # The server expired (410) or forgot (404) the request: a new sample now, same slot.
     state = sub.state
+    if sub.resubmits >= c.SAMPLE_MAX_RESUBMITS:
+        finish(sub, error=exc)
+        return
     with state.lock:
         if sub.finished:
             return
         if sub.request_id is not None:
             state.watched.pop(sub.request_id, None)
         sub.request_id = None
+    send_again(sub)
+
+
+def send_again(sub: Submission) -> None:
+    """Submit ``sub`` again as a new request (new ``seq_id`` and key), in its slot."""
+    state = sub.state
+    sub.resubmits += 1
     sub.seq = next(state.seq) + state.clone_id * c.SAMPLE_SEQ_ID_STRIDE
     sub.key = fast_key()
     _dispatch_later(sub)
+
+
+def fail_all(subs: list[Submission], error: TinkexError) -> None:
+    """Fail each of ``subs`` with ``error`` (parked samples of a lost sampling session)."""
+    for sub in subs:
+        finish(sub, error=error)
+
+
+def _sampler_missing(sub: Submission, exc: APIStatusError) -> None:
+    # asample says the sampling session is unknown or gone: the state decides (see
+    # SamplerState.missing); a parked sample waits for the recovery actor, bounded.
+    verdict, error = sub.state.missing(sub, exc)
+    if verdict == "again":
+        send_again(sub)
+    elif verdict == "fail":
+        finish(sub, error=error)
+    elif sub.deadline is None:
+        deadlines = sub.state.runtime.tenant.deadlines
+        wait = deadlines.schedule(
+            time.monotonic() + c.SAMPLE_REBIND_WAIT, functools.partial(_park_expired, sub)
+        )
+        sub.future.add_done_callback(lambda _: deadlines.cancel(wait))
+
+
+def _park_expired(sub: Submission) -> None:
+    if sub.state.unpark(sub):
+        finish(sub, error=sub.state.not_rebound_error(sub))
 
 
 # ---------------------------------------------------------------------------- results
@@ -250,6 +316,12 @@ def _deliver(sub: Submission, result: SampleResponse) -> None:
     result = result.check_honors(sub.request)
     ids = sub.sequence_ids
     finish(sub, result=result if ids is None else result.with_sequence_ids(ids))
+
+
+def poll_singly(subs: list[Submission]) -> None:
+    """Poll each of ``subs`` with its own ``retrieve_future`` long poll."""
+    for sub in subs:
+        _poll_singly(sub)
 
 
 def _poll_singly(sub: Submission) -> None:
@@ -289,8 +361,14 @@ def _fetch(sub: Submission, *, metadata_known: bool = True) -> None:
                 metadata_known=metadata_known,
             )
         _deliver(sub, result)
-    except GoneError:
-        _resubmit(sub)
+    except GoneError as exc:
+        _resubmit(sub, exc)
+    except NotFoundError as exc:
+        recovery = state.runtime.recovery
+        if recovery is not None and recovery.policy.sessions:
+            _resubmit(sub, exc)  # the server forgot the request (it lost its data)
+        else:
+            _failed(sub, exc)
     except Exception as exc:
         _failed(sub, exc)
     finally:
@@ -348,10 +426,11 @@ def poll_completions(state: SamplerState) -> bool:
         acks = sorted(state.acks)
         waiting = bool(state.watched)
         cursor = state.cursor
+        sampler_id = state.sampler_id
     body: dict[str, Any] = {
         "target": {
             "type": "sampling_session",
-            "sampling_session_id": state.sampler_id,
+            "sampling_session_id": sampler_id,
             "cloned_sampler_id": state.clone_id,
         },
         "prev_cursor": cursor,
@@ -371,11 +450,17 @@ def poll_completions(state: SamplerState) -> bool:
             )
         completions, new_cursor = _read_completions(response)
     except TinkexError as exc:
+        if state.sampler_id != sampler_id:
+            return state.stop_polling_if_idle()  # re-created meanwhile: poll the new session
         return _poll_failed(state, exc)
     state.poll_failures = 0
     fetch: list[Submission] = []
     rewound: list[Submission] = []
     with state.lock:
+        if state.sampler_id != sampler_id:
+            # Re-created meanwhile: this answer is the old session's (its waiting samples
+            # were handed to single polls by the rebind).
+            completions, new_cursor = [], state.cursor
         state.acks.difference_update(acks)
         if new_cursor < cursor:
             rewound = list(state.watched.values())

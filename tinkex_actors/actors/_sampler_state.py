@@ -17,6 +17,9 @@ operations, never across I/O:
   when none is under way, what is left is not ours to wait for and is acknowledged.
 * ``acks``: ids whose results were fetched, reported on the next batched poll so the server
   may drop them; ``cursor``: the last cursor the server answered.
+* ``parked``: samples whose sampling session the server no longer knows, waiting for the
+  recovery actor to re-create it (:meth:`SamplerState.rebind` hands them back to be sent
+  again) or to give up on it (:meth:`SamplerState.mark_lost` hands them back to be failed).
 """
 
 from __future__ import annotations
@@ -27,16 +30,22 @@ import itertools
 import sched
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
+from tinkex_actors import _constants as c
+from tinkex_actors import telemetry
 from tinkex_actors.actors._base import ActorHandle
 from tinkex_actors.actors._client_state import ClientState
+from tinkex_actors.actors._lost import SamplerMissing, emit, notify
 from tinkex_actors.actors._queue_state import QueueStateTracker
 from tinkex_actors.actors._registry import SamplerSnapshot, samplers
 from tinkex_actors.actors._runtime import Runtime
 from tinkex_actors.errors import (
+    APIStatusError,
     ClientClosedError,
     QueueFullError,
+    SamplerLostError,
+    TinkexError,
     TinkexTimeoutError,
     ValidationError,
 )
@@ -61,6 +70,8 @@ class Submission:
         request_id: the server's id once submitted.
         sequence_ids: ``sample_sequence_ids`` of the submission's answer.
         roundtrip: seconds the submission took (sent on the first single poll).
+        sent_to: the sampling session its last submission named.
+        resubmits: times it was submitted again after the server forgot it.
     """
 
     __slots__ = (
@@ -73,7 +84,9 @@ class Submission:
         "large",
         "request",
         "request_id",
+        "resubmits",
         "roundtrip",
+        "sent_to",
         "seq",
         "sequence_ids",
         "state",
@@ -105,6 +118,8 @@ class Submission:
         self.timer: sched.Event | None = None
         self.admitted = False
         self.finished = False
+        self.sent_to = ""
+        self.resubmits = 0
 
 
 class SamplerState(ClientState):
@@ -147,6 +162,12 @@ class SamplerState(ClientState):
         self.cursor = 0
         self.polling = False
         self.poll_failures = 0
+        self.parked: list[Submission] = []
+        #: Set when the sampling session is gone for good: every sample fails with it.
+        self.lost: SamplerLostError | None = None
+        #: Whether the session can be created again from its source (a base model or a
+        #: weights path); not a snapshot of a live adapter.
+        self.recreatable = True
 
     @property
     def sampler_id(self) -> str:
@@ -163,11 +184,12 @@ class SamplerState(ClientState):
     def close(self) -> None:
         """Withdraw the snapshot, mark closed, cut this client's exchanges short and fail
         every sample still waiting (ClientClosedError)."""
+        self.mark_closed()  # first: a concurrent rebind() then withdraws what it publishes
         samplers.withdraw(self.key)
-        self.mark_closed()
         with self.lock:
             self.queued.clear()
             self.watched.clear()
+            self.parked.clear()
             self._room.notify_all()
         self.fail_pending(ClientClosedError(f"the sampling client {self.handle.name} was closed"))
 
@@ -315,3 +337,95 @@ class SamplerState(ClientState):
             taken = list(self.watched.values())
             self.watched.clear()
             return taken
+
+    # ------------------------------------------------------------------ recovery
+    def missing(
+        self, sub: Submission, answer: APIStatusError
+    ) -> tuple[Literal["parked", "again", "fail"], TinkexError | None]:
+        """``sub``'s ``asample`` said its sampling session is unknown or gone. Decide: park it
+        for the recovery actor (which re-creates the session and sends it again, or fails
+        it), send it again at once (the session was re-created meanwhile), or fail it (with
+        the error returned: session recovery is off, the session is lost, the sample was
+        sent again too often, or the client is closing)."""
+        sampler_id = sub.sent_to
+        reason = answer.body or str(answer)
+        recovery = self.runtime.recovery
+        if recovery is None or not recovery.policy.sessions:
+            error = SamplerLostError(
+                f"the sampling session {sampler_id} is gone from the server ({reason[:200]}) "
+                "and session recovery is off: create a new sampling client",
+                sampler_id=sampler_id,
+                reason=reason,
+            )
+            if self.mark_lost(error) == [] and self.lost is error:  # nothing parks without it
+                emit(
+                    self.runtime,
+                    telemetry.RECOVERY_SAMPLER_FAILED,
+                    "tinkex.recovery.sampler_failed",
+                    "error",
+                    sampler_id=sampler_id,
+                    reason=f"session recovery is off: {reason[:200]}",
+                )
+            return "fail", self.lost or error
+        if sub.resubmits >= c.SAMPLE_MAX_RESUBMITS:
+            return "fail", answer
+        if not self.park(sub):
+            return ("fail", self.lost) if self.lost is not None else ("again", None)
+        if not notify(self.runtime, SamplerMissing(self, sampler_id, reason)):
+            if self.unpark(sub):
+                return "fail", ClientClosedError(f"the sampling client {sampler_id} was closed")
+            return "again", None  # rebound just now
+        return "parked", None
+
+    def not_rebound_error(self, sub: Submission) -> SamplerLostError:
+        """The error of a parked sample whose session was not re-created in time."""
+        return SamplerLostError(
+            f"the sampling session {sub.sent_to} was not re-created within "
+            f"{c.SAMPLE_REBIND_WAIT:g} s",
+            sampler_id=sub.sent_to,
+        )
+
+    def park(self, sub: Submission) -> bool:
+        """Hold ``sub`` until its sampling session is re-created. False when the session it
+        named was replaced meanwhile (send it again) or is lost (fail it)."""
+        with self.lock:
+            if sub.sent_to != self.handle.name or self.lost is not None or self.closed:
+                return False
+            self.parked.append(sub)
+            return True
+
+    def unpark(self, sub: Submission) -> bool:
+        """Take ``sub`` out of the parked samples; False if it was not there."""
+        with self.lock:
+            try:
+                self.parked.remove(sub)
+            except ValueError:
+                return False
+            return True
+
+    def rebind(
+        self, sampler_id: str, base_model: str | None, model_path: str | None
+    ) -> tuple[list[Submission], list[Submission]]:
+        """Switch to the new sampling session ``sampler_id``. Returns the parked samples (to
+        be sent again) and the ones the batched poll was waiting for (to be polled singly:
+        the new session's poll does not report the old one's requests)."""
+        with self.lock:
+            self.publish(sampler_id, base_model, model_path)
+            parked, self.parked = self.parked, []
+            watched = list(self.watched.values())
+            self.watched.clear()
+            self.acks.clear()
+            self.cursor = 0
+            self.poll_failures = 0
+            self.batched = bool(self.runtime.announced.sample_use_retrieve_futures)
+        if self.closed:
+            samplers.withdraw(self.key)  # closed meanwhile: publish nothing
+        return parked, watched
+
+    def mark_lost(self, error: SamplerLostError) -> list[Submission]:
+        """The sampling session is gone for good; returns the parked samples (to be failed)."""
+        with self.lock:
+            if self.lost is None:
+                self.lost = error
+            parked, self.parked = self.parked, []
+            return parked

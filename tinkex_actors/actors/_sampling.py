@@ -17,18 +17,20 @@ import pykka
 
 from tinkex_actors import _constants as c
 from tinkex_actors.actors._base import ActorHandle, Call, ChildActor
+from tinkex_actors.actors._lost import create_in_session
+from tinkex_actors.actors._runtime import Runtime
 from tinkex_actors.actors._sample_flow import fall_back, poll_completions
 from tinkex_actors.actors._sampler_state import SamplerState
 from tinkex_actors.futures import ActorFuture
-from tinkex_actors.transport import path_segment
+from tinkex_actors.transport import Response, path_segment
 from tinkex_actors.types import (
     CreateSamplingSessionRequest,
     CreateSamplingSessionResponse,
     GetSamplerResponse,
 )
-from tinkex_actors.wire import decode_json, encode_json
+from tinkex_actors.wire import decode_json
 
-__all__ = ["POLL", "SamplerState", "SamplingActor", "request_poll"]
+__all__ = ["POLL", "SamplerState", "SamplingActor", "create_sampling_session", "request_poll"]
 
 _CREATE_PATH: Final = f"{c.API_PREFIX}/create_sampling_session"
 _SAMPLERS_PATH: Final = f"{c.API_PREFIX}/samplers/"
@@ -57,6 +59,14 @@ def request_poll(state: SamplerState) -> bool:
     except pykka.ActorDeadError:
         return False
     return True
+
+
+def create_sampling_session(
+    runtime: Runtime, request: CreateSamplingSessionRequest, *, wait: bool = True
+) -> Response:
+    """POST ``create_sampling_session`` (a session the server says is gone is replaced first:
+    see :func:`~tinkex_actors.actors._lost.create_in_session`)."""
+    return create_in_session(runtime, _CREATE_PATH, request, wait=wait)[0]
 
 
 class SamplingActor(ChildActor):
@@ -110,7 +120,7 @@ class SamplingActor(ChildActor):
             base_model=base_model,
             model_path=model_path,
         )
-        response = runtime.transport.request("POST", _CREATE_PATH, body=encode_json(request))
+        response = create_sampling_session(runtime, request)
         sampler_id = decode_json(
             CreateSamplingSessionResponse, response.content
         ).sampling_session_id
@@ -129,5 +139,7 @@ class SamplingActor(ChildActor):
         future: ActorFuture[SamplerState],
     ) -> None:
         """Publish a sampling session the server already created (unnamed sampler save)."""
+        # A snapshot of a live adapter has no source to be created again from.
+        self.state.recreatable = model_path is not None
         self.state.publish(sampler_id, base_model, model_path)
         future.set_result(self.state)

@@ -13,6 +13,9 @@ failure is logged (ERROR ``tinkex.actor.failed``) and reported as the telemetry 
 :data:`CHILD_FAILED`. Each restart is logged (WARNING ``tinkex.actor.restarted``) and
 reported as :data:`CHILD_RESTARTED`.
 
+The tree's recovery actor (:mod:`~tinkex_actors.actors._recovery`) is a child like the
+others, started first and supervised the same way.
+
 Children only ``tell`` the ServiceActor (crash reports, releases); it never blocks on them.
 """
 
@@ -29,6 +32,7 @@ import pykka
 from tinkex_actors import telemetry
 from tinkex_actors._logging import get_logger
 from tinkex_actors.actors._base import ActorHandle, Call, ChildActor, ChildCrashed
+from tinkex_actors.actors._recovery import RecoveryActor, RecoveryState
 from tinkex_actors.actors._registry import samplers
 from tinkex_actors.actors._runtime import Runtime
 from tinkex_actors.actors._sample_flow import fall_back
@@ -50,7 +54,7 @@ __all__ = [
 CHILD_RESTARTED: Final = telemetry.ACTOR_RESTARTED
 CHILD_FAILED: Final = telemetry.ACTOR_FAILED
 
-ChildState = TrainingState | SamplerState
+ChildState = TrainingState | SamplerState | RecoveryState
 
 
 class Release:
@@ -138,6 +142,12 @@ class ServiceActor(ChildActor):
                 release_child(self.runtime, handle)
 
         future.add_done_callback(check)
+
+    def start_recovery(self, state: RecoveryState, future: ActorFuture[RecoveryState]) -> None:
+        """Start the tree's recovery actor (once, at construction)."""
+        self.runtime.check_open()
+        self._start(RecoveryActor, state)
+        future.set_result(state)
 
     def start_training(
         self,

@@ -7,10 +7,14 @@
 * :func:`authenticate` switches the tenant's transport to JWTs (protocol §1.2): the first
   ``POST auth/token`` happens here, so a refused credential fails the construction; later
   ones happen when the JWT is due (see :mod:`tinkex_actors.transport._auth`).
-* :class:`Heartbeat` is one daemon thread per session, *not* an actor, so a busy mailbox can
-  never delay it: every ``heartbeat_interval`` seconds it POSTs ``session_heartbeat`` (no
-  retries, 10 s timeout), warns once a success is older than 120 s, stops on 410 (the session
-  is finished) and never raises.
+* :class:`Heartbeat` is one daemon thread per ServiceClient, *not* an actor, so a busy
+  mailbox can never delay it: every ``heartbeat_interval`` seconds it POSTs
+  ``session_heartbeat`` (no retries, 10 s timeout), warns once a success is older than 120 s
+  and never raises. When the server says the session is gone (410, or a 404 naming the
+  session: a server that lost its data) it reports that to its ``on_gone`` callback (the
+  recovery actor; the callback only enqueues) and pauses until :meth:`Heartbeat.rebind`
+  names the new session; without a callback it stops.
+* :func:`open_session` creates a further session (session recovery).
 * :func:`finish_session` ends the session at ``close()`` (404 and 410 are fine).
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections.abc import Callable
 from typing import Final
 
 import attrs
@@ -28,7 +33,7 @@ from tinkex_actors import _constants as c
 from tinkex_actors._credentials import is_jwt
 from tinkex_actors._logging import get_logger
 from tinkex_actors.config import Config
-from tinkex_actors.errors import GoneError, NotFoundError, ResponseDecodeError
+from tinkex_actors.errors import APIStatusError, GoneError, NotFoundError, ResponseDecodeError
 from tinkex_actors.transport import HTTPTransport, path_segment
 from tinkex_actors.types import (
     ClientConfigRequest,
@@ -48,6 +53,8 @@ __all__ = [
     "bootstrap",
     "exchange_jwt",
     "finish_session",
+    "open_session",
+    "session_gone_answer",
 ]
 
 _CONFIG_PATH: Final = f"{c.API_PREFIX}/client/config"
@@ -170,6 +177,30 @@ def exchange_jwt(transport: HTTPTransport, credential: str) -> str:
     return jwt
 
 
+def session_gone_answer(exc: APIStatusError, session_id: str) -> bool:
+    """Whether an answer to a request naming ``session_id`` says that session is gone: a 410,
+    or a 404 whose body names the session (a 404 without it, e.g. a server lacking the
+    endpoint, says nothing about the session)."""
+    if isinstance(exc, GoneError):
+        return True
+    return isinstance(exc, NotFoundError) and session_id in exc.body
+
+
+def open_session(transport: HTTPTransport, config: Config) -> str:
+    """``create_session`` with the Config's tags, metadata and project; returns its id.
+
+    Raises:
+        APIError: create_session failed (after the transport's retries).
+    """
+    session_request = CreateSessionRequest(
+        tags=list(config.tags),
+        user_metadata=dict(config.user_metadata),
+        project_id=config.project_id,
+    )
+    reply = transport.request("POST", _SESSION_PATH, body=encode_json(session_request))
+    return decode_json(CreateSessionResponse, reply.content).session_id
+
+
 def finish_session(transport: HTTPTransport, session_id: str, budget: float) -> None:
     """``POST sessions/{id}/finish`` within about ``budget`` seconds; failures are logged.
 
@@ -198,20 +229,33 @@ def finish_session(transport: HTTPTransport, session_id: str, budget: float) -> 
 
 
 class Heartbeat:
-    """Keeps one session alive from its own daemon thread.
+    """Keeps one ServiceClient's session alive from its own daemon thread.
 
     Args:
         transport: the tenant's transport.
         session_id: the session.
         interval: seconds between heartbeats (the first one after ``interval``).
+        on_gone: called (from the heartbeat thread) with the session id and the server's
+            answer when the server says the session is gone; must not block. The heartbeat
+            then pauses until :meth:`rebind`. None: the heartbeat stops instead.
     """
 
-    def __init__(self, transport: HTTPTransport, session_id: str, interval: float) -> None:
+    def __init__(
+        self,
+        transport: HTTPTransport,
+        session_id: str,
+        interval: float,
+        on_gone: Callable[[str, APIStatusError], None] | None = None,
+    ) -> None:
         self._transport = transport
-        self._session_id = session_id
         self._interval = interval
+        self._on_gone = on_gone
         self._stop = threading.Event()
-        self._body = orjson.dumps({"session_id": session_id, "type": "session_heartbeat"})
+        self._lock = threading.Lock()
+        self._session_id = session_id
+        self._body = self._encode(session_id)
+        #: The session the server said is gone (no beats until rebind() names another).
+        self._gone: str | None = None
         self.last_success = time.monotonic()
         self.beats = 0
         self.failures = 0
@@ -220,6 +264,15 @@ class Heartbeat:
             target=self._run, name=f"tinkex-heartbeat-{session_id[-16:]}", daemon=True
         )
 
+    @staticmethod
+    def _encode(session_id: str) -> bytes:
+        return orjson.dumps({"session_id": session_id, "type": "session_heartbeat"})
+
+    @property
+    def session_id(self) -> str:
+        """The session being kept alive."""
+        return self._session_id
+
     def start(self) -> None:
         """Start the thread."""
         self.thread.start()
@@ -227,6 +280,14 @@ class Heartbeat:
     def stop(self) -> None:
         """Ask the thread to stop (it exits after an HTTP call in flight, at most 10 s)."""
         self._stop.set()
+
+    def rebind(self, session_id: str) -> None:
+        """Keep ``session_id`` alive from now on (the session was replaced)."""
+        with self._lock:
+            self._session_id = session_id
+            self._body = self._encode(session_id)
+            self._gone = None
+            self.last_success = time.monotonic()
 
     @property
     def running(self) -> bool:
@@ -247,35 +308,58 @@ class Heartbeat:
                 )
 
     def beat(self) -> bool:
-        """Send one heartbeat; returns False when the loop should stop (410)."""
+        """Send one heartbeat; returns False when the loop should stop (session gone, no
+        ``on_gone``)."""
+        with self._lock:
+            session_id, body, gone = self._session_id, self._body, self._gone
+        if gone == session_id:
+            return True  # paused: the recovery is replacing the session
         try:
             self._transport.request(
                 "POST",
                 _HEARTBEAT_PATH,
-                body=self._body,
+                body=body,
                 timeout=c.HEARTBEAT_TIMEOUT,
                 max_retries=0,
             )
-        except GoneError:
-            get_logger("session").warning(
-                "tinkex.session.heartbeat_gone", session_id=self._session_id
-            )
-            return False
+        except (GoneError, NotFoundError) as exc:
+            if session_gone_answer(exc, session_id):
+                return self._session_gone(session_id, exc)
+            return self._failed(session_id, exc)
         except Exception as exc:  # every failure: counted, warned about after a while
-            if self._stop.is_set():
-                return False
-            self.failures += 1
-            now = time.monotonic()
-            silent = now - self.last_success
-            if silent >= c.HEARTBEAT_WARN_AFTER and now - self._warned_at >= c.HEARTBEAT_WARN_AFTER:
-                self._warned_at = now
-                get_logger("session").warning(
-                    "tinkex.session.heartbeat_failing",
-                    session_id=self._session_id,
-                    seconds_without_success=round(silent, 1),
-                    error=type(exc).__name__,
-                )
-            return True
+            return self._failed(session_id, exc)
         self.beats += 1
         self.last_success = time.monotonic()
+        return True
+
+    def _session_gone(self, session_id: str, exc: APIStatusError) -> bool:
+        get_logger("session").warning(
+            "tinkex.session.heartbeat_gone",
+            session_id=session_id,
+            status=exc.status_code,
+            reason=exc.body[:200],
+        )
+        if self._on_gone is None:
+            return False
+        with self._lock:
+            if session_id != self._session_id:
+                return True  # rebound meanwhile: the next beat is for the new session
+            self._gone = session_id
+        self._on_gone(session_id, exc)
+        return True
+
+    def _failed(self, session_id: str, exc: Exception) -> bool:
+        if self._stop.is_set():
+            return False
+        self.failures += 1
+        now = time.monotonic()
+        silent = now - self.last_success
+        if silent >= c.HEARTBEAT_WARN_AFTER and now - self._warned_at >= c.HEARTBEAT_WARN_AFTER:
+            self._warned_at = now
+            get_logger("session").warning(
+                "tinkex.session.heartbeat_failing",
+                session_id=session_id,
+                seconds_without_success=round(silent, 1),
+                error=type(exc).__name__,
+            )
         return True

@@ -25,6 +25,13 @@ body, same idempotency key) keep its seq_id.
 A custom-loss call reserves the ids of its second phase when its first is sent
 (``submit_reserving``), and its worker sends every reserved id, as a real request or a
 harmless forward-only one.
+
+Recovery hooks (see :mod:`~tinkex_actors.actors._lost`): a call the server answers "model
+gone" (410, or a 404 naming the model) fences the client; while fenced every call fails with
+:class:`~tinkex_actors.errors.ModelLostError`. The actor records what a restore needs: how the
+model was created, the newest ``save_state`` result and the optimizer steps done. After a
+restore it installs the new model (new id, seq_ids from 1) and writes the current model id
+into every body, so calls built for the old id go to the new one.
 """
 
 from __future__ import annotations
@@ -40,6 +47,13 @@ from tinkex_actors import _constants as c
 from tinkex_actors._metrics_reduction import combine_forward_backward_outputs
 from tinkex_actors.actors._base import ActorHandle, Call, ChildActor, Crash
 from tinkex_actors.actors._client_state import ClientState
+from tinkex_actors.actors._lost import (
+    ModelGuard,
+    create_in_session,
+    model_gone,
+    model_lost,
+    result_lost,
+)
 from tinkex_actors.actors._poller import UntypedFuture, fast_key, poll_future, untyped_future
 from tinkex_actors.actors._pool import WorkerPool
 from tinkex_actors.actors._queue_state import QueueStateTracker
@@ -48,6 +62,8 @@ from tinkex_actors.errors import (
     ActorCrashedError,
     APIError,
     ClientClosedError,
+    GoneError,
+    NotFoundError,
     ResponseDecodeError,
     TinkexError,
 )
@@ -62,10 +78,12 @@ from tinkex_actors.types import (
     LoraConfig,
     OptimizerConfig,
 )
-from tinkex_actors.wire import decode_json, encode_json
+from tinkex_actors.wire import decode_json
 from tinkex_actors.wire._protowriter import tag, varint
 
 __all__ = [
+    "CREATE_MODEL_PATH",
+    "LOAD_WEIGHTS_PATH",
     "UNLOAD_PATH",
     "TrainingActor",
     "TrainingState",
@@ -78,8 +96,8 @@ __all__ = [
 T = TypeVar("T")
 
 _FWDBWD_PATH: Final = f"{c.API_PREFIX}/forward_backward"
-_CREATE_MODEL_PATH: Final = f"{c.API_PREFIX}/create_model"
-_LOAD_WEIGHTS_PATH: Final = f"{c.API_PREFIX}/load_weights"
+CREATE_MODEL_PATH: Final = f"{c.API_PREFIX}/create_model"
+LOAD_WEIGHTS_PATH: Final = f"{c.API_PREFIX}/load_weights"
 _GET_INFO_PATH: Final = f"{c.API_PREFIX}/get_info"
 #: Where unload_model is sent (outside the seq_id sequence).
 UNLOAD_PATH: Final = f"{c.API_PREFIX}/unload_model"
@@ -87,6 +105,8 @@ UNLOAD_PATH: Final = f"{c.API_PREFIX}/unload_model"
 # occurrence of a scalar field wherever it appears, so the actor appends the seq_id to a body
 # encoded without one in the caller's thread.
 _SEQ_TAG: Final = tag(2, 0)
+#: ForwardBackwardRequest.model_id is field 1 (a string): appended after a restore.
+_MODEL_TAG: Final = tag(1, 2)
 _ZSTD_HEADERS: Final = {"Content-Encoding": "zstd"}
 
 
@@ -119,6 +139,8 @@ class TrainingState(ClientState):
             1, name=f"tinkex-train-{handle.id}", idle_timeout=c.WORKER_IDLE_TIMEOUT
         )
         self._compressor: Any = None
+        #: Recovery bookkeeping: origin, last checkpoint, fence, restore ticket.
+        self.guard = ModelGuard()
 
     def threads(self) -> list[threading.Thread]:
         """The result lane's thread, when it runs."""
@@ -186,26 +208,37 @@ def _poll(
     request_type: str,
     proto: bool,
     roundtrip: float | None,
+    model_id: str = "",
 ) -> T:
-    return poll_future(
-        state.runtime,
-        request.request_id,
-        expected,
-        request_type=request_type,
-        proto=proto,
-        tracker=state.tracker,
-        roundtrip=roundtrip,
-        is_closed=state.is_closed,
-    )
+    try:
+        return poll_future(
+            state.runtime,
+            request.request_id,
+            expected,
+            request_type=request_type,
+            proto=proto,
+            tracker=state.tracker,
+            roundtrip=roundtrip,
+            is_closed=state.is_closed,
+        )
+    except (GoneError, NotFoundError) as exc:
+        error = result_lost(state, model_id, request_type, exc)
+        if error is exc:
+            raise
+        raise error from None  # the fence's error is shared by many calls: no per-call cause
 
 
 def poll_chunks(
-    state: TrainingState, requests: list[UntypedFuture], request_type: str, roundtrip: float
+    state: TrainingState,
+    requests: list[UntypedFuture],
+    request_type: str,
+    roundtrip: float,
+    model_id: str = "",
 ) -> ForwardBackwardOutput:
     """Poll a forward(_backward)'s chunks in order and combine their outputs."""
     # Chunks run on the server in seq_id order, so polling them in order costs no extra wait.
     outputs = [
-        _poll(state, request, ForwardBackwardOutput, request_type, True, roundtrip)
+        _poll(state, request, ForwardBackwardOutput, request_type, True, roundtrip, model_id)
         for request in requests
     ]
     if len(outputs) == 1:
@@ -276,6 +309,7 @@ class TrainingActor(ChildActor):
     ) -> UntypedFuture:
         """POST the request of the model's next seq_id (see the module's sequencing rule)."""
         state = self.state
+        state.guard.check()
         seq = state.next_seq
         data = body(seq)
         state.next_seq = seq + 1
@@ -289,6 +323,10 @@ class TrainingActor(ChildActor):
                 max_retries=max_retries,
                 idempotency_key=fast_key(),
             )
+        except (GoneError, NotFoundError) as exc:
+            if model_gone(state, exc):
+                raise model_lost(state, state.model_id, exc.body or str(exc), "lost") from None
+            raise  # the server may hold it: the id stays used
         except APIError:
             raise  # the server may hold it: the id stays used
         except BaseException:
@@ -320,10 +358,9 @@ class TrainingActor(ChildActor):
             lora_config=lora_config,
             optimizer_config=optimizer_config,
         )
+        state.guard.set_origin(request)
         started = time.monotonic()
-        response = state.runtime.transport.request(
-            "POST", _CREATE_MODEL_PATH, body=encode_json(request)
-        )
+        response, _ = create_in_session(state.runtime, CREATE_MODEL_PATH, request)
         submitted = untyped_future(response)
         rt = time.monotonic() - started
         self._hand_off(
@@ -347,10 +384,10 @@ class TrainingActor(ChildActor):
             user_metadata=user_metadata,
         )
         state.model_id = request.derived_model_id or ""
+        state.guard.set_origin(request)
         started = time.monotonic()
-        response = state.runtime.transport.request(
-            "POST", _LOAD_WEIGHTS_PATH, body=encode_json(request)
-        )
+        response, sent = create_in_session(state.runtime, LOAD_WEIGHTS_PATH, request)
+        state.model_id = sent.derived_model_id or ""  # in a replaced session: a new id
         submitted = untyped_future(response)
         rt = time.monotonic() - started
         self._hand_off(
@@ -364,10 +401,13 @@ class TrainingActor(ChildActor):
         headers = _ZSTD_HEADERS if compress else None
         started = time.monotonic()
         submitted: list[UntypedFuture] = []
+        # After a restore the body may name the old model: the last model_id field wins.
+        model = state.model_id.encode()
+        suffix = _MODEL_TAG + varint(len(model)) + model if state.guard.restores else b""
         for chunk in bodies:
 
             def body(seq: int, chunk: bytes = chunk) -> bytes:
-                data = chunk + _SEQ_TAG + varint(seq)
+                data = chunk + suffix + _SEQ_TAG + varint(seq)
                 return state.compress(data) if compress else data
 
             submitted.append(
@@ -382,7 +422,8 @@ class TrainingActor(ChildActor):
     ) -> None:
         """POST each encoded chunk with the next seq_ids; a worker polls and combines."""
         submitted, rt = self._post_chunks(bodies)
-        self._hand_off(future, poll_chunks, self.state, submitted, request_type, rt)
+        state = self.state
+        self._hand_off(future, poll_chunks, state, submitted, request_type, rt, state.model_id)
 
     def submit_reserving(
         self,
@@ -414,15 +455,33 @@ class TrainingActor(ChildActor):
         max_retries: int | None,
         future: ActorFuture[Any],
     ) -> None:
-        """POST a sequenced JSON request (``payload`` gets the seq_id); a worker polls it."""
+        """POST a sequenced JSON request (``payload`` gets the seq_id and the current model
+        id); a worker polls it."""
+        state = self.state
+        guard = state.guard
         started = time.monotonic()
+        current = {"model_id": state.model_id} if "model_id" in payload else {}
         submitted = self._post_sequenced(
             path,
-            lambda seq: orjson.dumps({**payload, "seq_id": seq}),
+            lambda seq: orjson.dumps({**payload, **current, "seq_id": seq}),
             max_retries=max_retries,
         )
+        # Results complete in seq_id order on the client's one result lane, so when a save's
+        # result arrives every earlier optim_step's has: the count is the checkpoint's step.
+        if request_type == "OptimStep":
+            future.add_done_callback(guard.optim_done)
+        elif request_type == "SaveWeights":
+            order = guard.next_order()
+
+            def remember(done: ActorFuture[Any]) -> None:
+                if done.exception() is None:
+                    guard.saved(order, str(done.result().path), guard.optim_steps)
+
+            future.add_done_callback(remember)
         rt = time.monotonic() - started
-        self._hand_off(future, _poll, self.state, submitted, expected, request_type, False, rt)
+        self._hand_off(
+            future, _poll, state, submitted, expected, request_type, False, rt, state.model_id
+        )
 
     def submit_unsequenced(
         self,
@@ -433,8 +492,14 @@ class TrainingActor(ChildActor):
         future: ActorFuture[Any],
     ) -> None:
         """POST a request outside the seq_id sequence (unload_model); a worker polls it."""
+        state = self.state
+        state.guard.check()
+        if path == UNLOAD_PATH:
+            state.guard.unloaded = True
+        if "model_id" in payload:
+            payload = {**payload, "model_id": state.model_id}
         started = time.monotonic()
-        response = self.state.runtime.transport.request("POST", path, body=orjson.dumps(payload))
+        response = state.runtime.transport.request("POST", path, body=orjson.dumps(payload))
         submitted = untyped_future(response)
         rt = time.monotonic() - started
         self._hand_off(future, _poll, self.state, submitted, expected, request_type, False, rt)
