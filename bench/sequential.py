@@ -3,8 +3,9 @@
 ``calls`` x forward_backward (1 datum of 16 tokens, cross_entropy) then ``.result()``;
 likewise optim_step and sample (``max_tokens=8``, 4-token prompt). Four clients, each in its
 own process against one null-engine server: our SDK, the official SDK, and the two floors
-doing the same submit + ``retrieve_future`` exchanges by hand (``http.client``, a default
-``requests.Session``). Blocks of ``calls`` calls run client after client in a rotated order,
+doing the same submit + ``retrieve_future`` exchanges by hand: a default ``requests.Session``
+(the floor of the targets: our HTTP library with nothing around it) and ``http.client``
+(shown beside it). Blocks of ``calls`` calls run client after client in a rotated order,
 ``reps`` times; a row holds the median / min / max of the per-call wall time (and of the
 client CPU per call) over the blocks.
 """
@@ -63,17 +64,19 @@ def run(settings: Settings, workers: dict[str, Worker], progress: Progress) -> l
         ) -> Stat:
             return Stat.of(r[index] * 1000 for r in results[name])
 
-        requests_wall, requests_cpu = stat("requests", 0), stat("requests", 1)
+        # The floor is a bare requests.Session doing the same exchanges (our HTTP library);
+        # http.client is shown beside it.
+        bare_wall, bare_cpu = stat("http.client", 0), stat("http.client", 1)
         rows.append(
             Row(
                 f"1 seq {label}",
                 "ms/call",
                 stat("ours", 0),
                 stat("official", 0),
-                stat("http.client", 0),
-                floor_label=f"requests {requests_wall.median:.2f}",
-                extra={"requests": requests_wall},
-                targets=[Target("official", 0.5), Target("floor", 2.0)],
+                stat("requests", 0),
+                floor_label=f"requests (http.client {bare_wall.median:.2f})",
+                extra={"http.client": bare_wall},
+                targets=[Target("official", 0.5), Target("floor", 1.3)],
             )
         )
         rows.append(
@@ -82,9 +85,9 @@ def run(settings: Settings, workers: dict[str, Worker], progress: Progress) -> l
                 "ms/call",
                 stat("ours", 1),
                 stat("official", 1),
-                stat("http.client", 1),
-                floor_label=f"requests {requests_cpu.median:.2f}",
-                extra={"requests": requests_cpu},
+                stat("requests", 1),
+                floor_label=f"requests (http.client {bare_cpu.median:.2f})",
+                extra={"http.client": bare_cpu},
             )
         )
     return rows

@@ -10,19 +10,20 @@ CPU and wall time, and the CPU ratio to the bare ``http.client`` floor and to ur
 Clients:
 
 * ``http.client``: one ``HTTPConnection``, the floor.
-* ``urllib3 pool``: ``HTTPConnectionPool.urlopen`` (what our default backend builds on).
+* ``urllib3 pool``: ``HTTPConnectionPool.urlopen`` (the engine under requests).
 * ``requests adapter.send``: a hand-prepared request through a mounted ``HTTPAdapter``.
 * ``requests Session.post``: a default ``requests.Session`` (the usual way to use requests).
 * ``requests Session trust_env=False``: the same without per-call environment lookups.
 * ``httpx Client.post``: the official SDK's HTTP library, synchronous (when installed).
-* ``ours``: ``HTTPTransport.request`` (urllib3 backend), with retries/telemetry/validation.
+* ``ours``: ``HTTPTransport.request`` (a ``requests.Session`` sending prepared requests),
+  with retries, telemetry and validation.
 * ``ours + telemetry handler``: the same with a handler attached to the HTTP events.
-* ``ours (RequestsBackend)``: the transport on the requests stack.
 
 ``--threads N`` adds a throughput run: N threads sharing one transport vs one
 ``requests.Session`` per thread.
 
-In ``python -m bench`` this is row 0 (ours, http.client, requests, httpx only). Alone:
+In ``python -m bench`` this is row 0: ours against the bare ``requests.Session`` floor
+(http.client and httpx shown beside it). Alone:
 ``.venv/bin/python -m bench.transport [--exchanges 2000] [--reps 5] [--threads 8] [--json
 PATH]``.
 """
@@ -47,7 +48,7 @@ import urllib3
 
 from tinkex_actors import telemetry
 from tinkex_actors.config import Config
-from tinkex_actors.transport import HTTPTransport, RequestsBackend
+from tinkex_actors.transport import HTTPTransport
 
 PATH = "/api/v1/forward_backward"
 BODY = json.dumps({"model_id": "m" * 20, "seq_id": 1, "data": list(range(40))}).encode()[:200]
@@ -138,14 +139,6 @@ def clients(port: int) -> tuple[dict[str, Client], list[Callable[[], None]]]:
         observed.request("POST", PATH, body=BODY)
 
     made["ours + telemetry handler"] = with_handler
-
-    via_requests = HTTPTransport(config, backend=RequestsBackend(config))
-    closers.append(via_requests.close)
-
-    def ours_requests() -> None:
-        via_requests.request("POST", PATH, body=BODY)
-
-    made["ours (RequestsBackend)"] = ours_requests
     return made, closers
 
 
@@ -230,7 +223,7 @@ HARNESS_CLIENTS = ("http.client", "requests Session.post", "httpx Client.post", 
 
 
 def run(settings: Any, progress: Any) -> list[Any]:
-    """Row 0: client CPU per HTTP exchange, ours vs the http.client floor (no target)."""
+    """Row 0: client CPU per HTTP exchange, ours vs a bare requests.Session (no target)."""
     from bench._common import Row, Stat
 
     progress(f"HTTP exchange cost ({settings.exchanges} exchanges x {settings.reps})")
@@ -250,7 +243,7 @@ def run(settings: Any, progress: Any) -> list[Any]:
 
     labels = []
     extra = {}
-    for name, short in (("requests Session.post", "requests"), ("httpx Client.post", "httpx")):
+    for name, short in (("http.client", "http.client"), ("httpx Client.post", "httpx")):
         if name in samples:
             extra[short] = cpu_us(name)
             labels.append(f"{short} {extra[short].median:.0f}")
@@ -260,8 +253,8 @@ def run(settings: Any, progress: Any) -> list[Any]:
             "us",
             cpu_us("ours"),
             None,
-            cpu_us("http.client"),
-            floor_label=", ".join(labels),
+            cpu_us("requests Session.post"),
+            floor_label=f"requests ({', '.join(labels)})",
             extra=extra,
             digits=0,
         )

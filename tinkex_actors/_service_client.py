@@ -85,17 +85,17 @@ class _Tree:
         self.heartbeat.stop()
         service = runtime.service_handle
         service_ref = service.close()
-        threads = [*service.threads(), self.heartbeat.thread]
+        handles = [service]
+        threads = [self.heartbeat.thread]
         if service_ref is not None:
             # The ServiceActor answers what is queued (refusing: the runtime is closed), then
             # stops; after that nobody adds children.
             service_ref.stop(block=False)
-            if service.thread is not None and service.thread is not threading.current_thread():
-                service.thread.join(max(0.0, deadline - time.monotonic()))
+            service.wait_stopped(deadline)
         for state in list(runtime.children.values()):
             ref = state.handle.close()
             state.close()
-            threads.extend(state.handle.threads())
+            handles.append(state.handle)
             threads.extend(state.threads())
             if ref is not None:
                 ref.stop(block=False)
@@ -103,6 +103,8 @@ class _Tree:
             self.reporter.end(max(0.0, deadline - time.monotonic()))
         if self.owns_session:
             finish_session(runtime.transport, runtime.session_id, deadline - time.monotonic())
+        for handle in handles:
+            handle.wait_stopped(deadline)
         current = threading.current_thread()
         for thread in threads:
             if thread is not current and thread.ident is not None:

@@ -1,34 +1,36 @@
 """The actor plumbing every tinkex_actors actor shares: calls, handles, let-it-crash.
 
-* A :class:`Call` is a message carrying the caller's :class:`ActorFuture`. Calls are sent
-  with pykka's ``tell`` (never ``ask``): the actor completes the future itself (at once, or
-  later from a worker), and an unexpected exception leaves ``on_receive`` so that pykka
-  stops the actor and calls ``on_failure`` ("let it crash").
-* An :class:`ActorHandle` is what a facade holds: the *current* actor of one client. The
-  supervisor re-points it when the actor is restarted, marks it failed when the restart
-  intensity is exceeded, and closes it on shutdown.
-* :class:`ChildActor` is the base of TrainingActor and SamplingActor: daemon thread, call
-  dispatch, expected errors to the caller's future, unexpected ones crash the actor, and no
-  call is ever left pending when the actor dies (see :meth:`ActorHandle.send`).
+* A :class:`Call` is a piece of work for one client's actor, carrying the caller's
+  :class:`ActorFuture`: the actor completes the future itself (at once, or later from a
+  worker), and an unexpected exception crashes the actor ("let it crash").
+* An :class:`ActorHandle` is what a facade holds: the *current* actor of one client, and the
+  client's queue of calls. The supervisor re-points it when the actor is restarted, marks it
+  failed when the restart intensity is exceeded, and closes it on shutdown.
+* :class:`ChildActor` is the base of every actor here: daemon thread, call dispatch,
+  expected errors to the caller's future, unexpected ones crash the actor.
 
-Why a claim lock per call: a call put into a mailbox just as its actor stops could otherwise
-be dropped unanswered by pykka's teardown. Whoever claims a call first (the actor about to run
-it, the dying actor draining its mailbox, or the sender noticing the actor stopped) answers
-it; everyone else leaves it alone.
+Why the calls wait in the handle, not in pykka's mailbox: the queue must outlive an actor that
+crashes, so that its replacement runs the calls still waiting, in order, and none is lost or
+answered twice. The handle keeps them in a deque under its lock; the actor's mailbox only
+carries :data:`WAKE` ("a call is waiting"), so pykka is used through its public API alone
+(``ThreadingActor``, ``ActorRef.tell``/``stop``/``actor_stopped``, ``on_receive``,
+``on_failure``, ``on_stop``). Whoever takes a call out of the deque (the running actor, or a
+close or failure answering what is left) is the only one to answer it.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import pykka
 
-from tinkex_actors import _constants as c
 from tinkex_actors._logging import get_logger
 from tinkex_actors.errors import (
     ActorCrashedError,
@@ -38,19 +40,19 @@ from tinkex_actors.errors import (
 )
 from tinkex_actors.futures import ActorFuture
 
-__all__ = ["ActorHandle", "Call", "ChildActor", "ChildCrashed", "Crash"]
+__all__ = ["WAKE", "ActorHandle", "Call", "ChildActor", "ChildCrashed", "Crash"]
 
 _handle_ids = itertools.count(1)
 
 
 class Call:
-    """A message: run ``fn(actor, *args, future)`` in the actor's thread.
+    """Work for an actor: run ``fn(actor, *args, future)`` in the actor's thread.
 
     ``fn`` completes ``future`` itself (directly, or by handing it to a worker task) and
     returns nothing. A :class:`~tinkex_actors.errors.TinkexError` it raises goes to the future.
     """
 
-    __slots__ = ("_claim", "args", "fn", "future")
+    __slots__ = ("args", "fn", "future")
 
     def __init__(
         self, fn: Callable[..., None], args: tuple[Any, ...], future: ActorFuture[Any]
@@ -58,11 +60,17 @@ class Call:
         self.fn = fn
         self.args = args
         self.future = future
-        self._claim = threading.Lock()
 
-    def claim(self) -> bool:
-        """Take responsibility for answering this call; False if someone already did."""
-        return self._claim.acquire(False)
+
+class _Wake:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "WAKE"
+
+
+#: The mailbox message that makes an actor run the oldest call waiting in its handle.
+WAKE: Final = _Wake()
 
 
 class Crash:
@@ -75,32 +83,21 @@ class Crash:
 
 
 class ChildCrashed:
-    """Sent by a crashed child to its supervisor.
+    """Sent by a crashed child to its supervisor (its waiting calls stay in its handle)."""
 
-    ``backlog`` holds the calls that were still queued (never started): the replacement
-    actor runs them, in order, before anything sent later.
-    """
+    __slots__ = ("error", "generation", "handle")
 
-    __slots__ = ("backlog", "error", "generation", "handle")
-
-    def __init__(
-        self,
-        handle: ActorHandle,
-        generation: int,
-        error: BaseException | None,
-        backlog: list[Call],
-    ) -> None:
+    def __init__(self, handle: ActorHandle, generation: int, error: BaseException | None) -> None:
         self.handle = handle
         self.generation = generation
         self.error = error
-        self.backlog = backlog
 
 
 class ActorHandle:
-    """The current actor of one client, as its facade sees it. Thread-safe.
+    """The current actor of one client, and the client's queue of calls. Thread-safe.
 
     Args:
-        kind: ``"training"`` or ``"sampling"`` (for messages).
+        kind: ``"training"``, ``"sampling"``, ``"service"``... (for messages).
         name: a short description (model id or sampler id) for messages and logs.
     """
 
@@ -111,46 +108,66 @@ class ActorHandle:
         self.generation = 0
         self.failure: ChildFailedError | None = None
         self.closed = False
-        self.thread: threading.Thread | None = None
         self._ref: pykka.ActorRef[Any] | None = None
-        self._cond = threading.Condition(threading.Lock())
-        self._threads: list[threading.Thread] = []
+        self._refs: list[pykka.ActorRef[Any]] = []
+        #: Idents of the threads its actors ran on (a thread never waits for its own stop).
+        self.thread_idents: set[int] = set()
+        self._calls: collections.deque[Call] = collections.deque()
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ supervisor side
-    def point_to(self, ref: pykka.ActorRef[Any], thread: threading.Thread) -> int:
-        """Make ``ref`` the current actor (a start or a restart); returns its generation."""
-        with self._cond:
+    def point_to(self, ref: pykka.ActorRef[Any]) -> int:
+        """Make ``ref`` the current actor (a start or a restart); returns its generation.
+
+        The new actor is woken once per call still waiting (a crashed predecessor's).
+        """
+        with self._lock:
             self._ref = ref
-            self.thread = thread
-            self._threads = [t for t in self._threads if t.is_alive()]
-            self._threads.append(thread)
+            self._refs = [r for r in self._refs if not r.actor_stopped.is_set()]
+            self._refs.append(ref)
             self.generation += 1
-            self._cond.notify_all()
-            return self.generation
+            waiting = len(self._calls)
+            generation = self.generation
+        for _ in range(waiting):
+            ref.tell(WAKE)
+        return generation
 
     def fail(self, error: ChildFailedError) -> None:
-        """Mark the client failed for good: every later call raises ``error``."""
-        with self._cond:
+        """Mark the client failed for good: every later call, and every waiting one, gets
+        ``error``."""
+        with self._lock:
             if self.failure is None and not self.closed:
                 self.failure = error
-            self._cond.notify_all()
+        self.answer_waiting(self.gone_error())
 
     def close(self) -> pykka.ActorRef[Any] | None:
-        """Mark the client closed (later calls raise ClientClosedError); returns its actor."""
-        with self._cond:
+        """Mark the client closed (later calls raise ClientClosedError); returns its actor.
+        Waiting calls are answered with ClientClosedError."""
+        with self._lock:
             self.closed = True
-            self._cond.notify_all()
-            return self._ref
+            ref = self._ref
+        self.answer_waiting(self.gone_error())
+        return ref
+
+    def answer_waiting(self, error: TinkexError) -> None:
+        """Fail every call still waiting (none will run)."""
+        while (call := self.take()) is not None:
+            call.future.set_exception(error)
 
     @property
     def ref(self) -> pykka.ActorRef[Any] | None:
         """The current actor's ref (None before the first start)."""
         return self._ref
 
-    def threads(self) -> list[threading.Thread]:
-        """Every thread this handle's actors ran on (for joining at close)."""
-        with self._cond:
-            return list(self._threads)
+    def wait_stopped(self, deadline: float) -> bool:
+        """Wait until every actor this handle pointed to has stopped, or the monotonic time
+        ``deadline`` passed; True when they all stopped. From one of those actors' own
+        threads (a close run by a callback) nothing is waited for."""
+        if threading.get_ident() in self.thread_idents:
+            return False
+        with self._lock:
+            refs = list(self._refs)
+        return all(ref.actor_stopped.wait(max(0.0, deadline - time.monotonic())) for ref in refs)
 
     # ------------------------------------------------------------------ caller side
     def gone_error(self) -> TinkexError:
@@ -169,47 +186,28 @@ class ActorHandle:
             raise self.gone_error()
 
     def send(self, call: Call) -> None:
-        """Deliver ``call`` to the current actor.
-
-        If the actor crashed and is being restarted, wait (up to ``ACTOR_RESTART_WAIT``) for
-        the replacement. A call that reached a dying actor's mailbox is answered with
-        :class:`ActorCrashedError` (or ClientClosedError) rather than dropped.
+        """Queue ``call`` for the current actor (or, while it is being restarted, for its
+        replacement, which runs the waiting calls first, in order).
 
         Raises:
             ClientClosedError: the client is closed.
             ChildFailedError: the client failed (restart intensity exceeded).
-            ActorCrashedError: no replacement came in time.
         """
-        while True:
+        with self._lock:
             if self.closed or self.failure is not None:
                 raise self.gone_error()
-            generation = self.generation
+            self._calls.append(call)
             ref = self._ref
-            if ref is not None:
-                try:
-                    ref.tell(call)
-                except pykka.ActorDeadError:
-                    pass
-                else:
-                    if not ref.actor_stopped.is_set():
-                        return
-                    # It reached a stopping actor, which takes no more calls. Whoever claims
-                    # it first answers it: if we do, deliver it to the replacement.
-                    if not call.claim():
-                        return
-                    call = Call(call.fn, call.args, call.future)
-            with self._cond:
-                if self._waiting_on(generation):
-                    self._cond.wait(c.ACTOR_RESTART_WAIT)
-                if self._waiting_on(generation):
-                    raise ActorCrashedError(
-                        f"the actor of {self.kind} client {self.name} crashed and no replacement "
-                        f"started within {c.ACTOR_RESTART_WAIT} s"
-                    )
+        if ref is not None:
+            # Dead: a replacement is coming (and is woken for what waits), or the client is
+            # failed or closed (and what waits is answered).
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(WAKE)
 
-    def _waiting_on(self, generation: int) -> bool:
-        # Still no replacement for the actor of ``generation`` (and no final verdict).
-        return self.generation == generation and not self.closed and self.failure is None
+    def take(self) -> Call | None:
+        """The oldest waiting call, now the taker's to answer (None when none waits)."""
+        with self._lock:
+            return self._calls.popleft() if self._calls else None
 
     def send_crash(self, message: Crash) -> None:
         """Tell the current actor to crash (an escalated worker error). Never raises."""
@@ -235,42 +233,28 @@ class ChildActor(pykka.ThreadingActor):
 
     use_daemon_thread: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        handle: ActorHandle,
-        supervisor: pykka.ActorRef[Any] | None,
-        backlog: list[Call] | None = None,
-    ) -> None:
+    def __init__(self, handle: ActorHandle, supervisor: pykka.ActorRef[Any] | None) -> None:
         super().__init__()
         self.handle = handle
         self.supervisor = supervisor
-        self.generation = 0
-        # A crashed predecessor's unstarted calls go first, before the handle points here.
-        for call in backlog or ():
-            self.actor_ref.tell(call)
+        # Runs in the starting thread, before pykka starts this actor's: calls sent from now
+        # on reach this actor's mailbox (they queue until its thread runs).
+        self.generation = handle.point_to(self.actor_ref)
 
-    # pykka starts the thread here (after registering the actor). Overridden to point the
-    # handle at this actor and to keep the thread, which pykka does not expose, so close()
-    # can join it.
-    def _start_actor_loop(self) -> None:
-        thread = threading.Thread(
-            target=self._actor_loop,
-            name=f"tinkex-{type(self).__name__}-{self.handle.id}",
-            daemon=True,
-        )
-        self.generation = self.handle.point_to(self.actor_ref, thread)
-        thread.start()
+    def on_start(self) -> None:
+        """Note this actor's thread in the handle (nothing here can fail: a failure in
+        ``on_start`` would bypass ``on_failure``)."""
+        self.handle.thread_idents.add(threading.get_ident())
 
     def on_receive(self, message: Any) -> Any:
-        """Run a :class:`Call`; crash on :class:`Crash` or on an unexpected exception."""
-        if isinstance(message, Call):
-            if not message.claim():
-                return None  # already answered (the client closed meanwhile)
-            future = message.future
-            if future.done():
-                return None  # failed by close(): nothing to send
+        """Run the oldest waiting :class:`Call` on :data:`WAKE`; crash on :class:`Crash`."""
+        if message is WAKE:
+            call = self.handle.take()
+            if call is None or call.future.done():
+                return None  # answered already (a close, a timeout)
+            future = call.future
             try:
-                message.fn(self, *message.args, future)
+                call.fn(self, *call.args, future)
             except TinkexError as exc:
                 future.set_exception(exc)
             except Exception as exc:
@@ -294,31 +278,19 @@ class ChildActor(pykka.ThreadingActor):
         error.__cause__ = exc
         return error
 
-    def _drain(self) -> list[Call]:
-        # Take every unanswered call out of the mailbox (pykka's teardown would drop them),
-        # as fresh unclaimed copies.
-        calls: list[Call] = []
-        inbox = self.actor_inbox
-        # Only this (the actor's own) thread takes from its inbox, so get() cannot block here.
-        while not inbox.empty():
-            message = inbox.get().message
-            if isinstance(message, Call) and message.claim():
-                calls.append(Call(message.fn, message.args, message.future))
-        return calls
-
     def on_failure(
         self,
         exception_type: type[BaseException] | None,
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Tell the supervisor, handing it the queued calls (the replacement runs them)."""
+        """Tell the supervisor (the calls still waiting stay in the handle for the
+        replacement); without one, the client is failed and its waiting calls answered."""
         handle = self.handle
-        backlog = self._drain()
         supervisor = self.supervisor
         if supervisor is not None:
             try:
-                supervisor.tell(ChildCrashed(handle, self.generation, exception_value, backlog))
+                supervisor.tell(ChildCrashed(handle, self.generation, exception_value))
                 return
             except pykka.ActorDeadError:
                 pass
@@ -331,10 +303,13 @@ class ChildActor(pykka.ThreadingActor):
                 "is gone (the ServiceClient closed or failed)"
             )
         )
-        for call in backlog:
-            call.future.set_exception(handle.gone_error())
 
     def on_stop(self) -> None:
-        """Fail the queued calls (the client closed or was released)."""
-        for call in self._drain():
-            call.future.set_exception(self.handle.gone_error())
+        """Answer the calls still waiting: the client was closed or released (a crashed
+        actor does not come through here; its calls wait for the replacement)."""
+        handle = self.handle
+        handle.answer_waiting(
+            handle.gone_error()
+            if handle.closed or handle.failure is not None
+            else ClientClosedError(f"the {handle.kind} client {handle.name} was released")
+        )

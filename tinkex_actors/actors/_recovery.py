@@ -144,9 +144,8 @@ class RecoveryActor(ChildActor):
         state: RecoveryState,
         handle: ActorHandle,
         supervisor: Any | None = None,
-        backlog: list[Call] | None = None,
     ) -> None:
-        super().__init__(handle, supervisor, backlog)
+        super().__init__(handle, supervisor)
         self.state = state
 
     # ------------------------------------------------------------------ helpers

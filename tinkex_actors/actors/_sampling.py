@@ -16,7 +16,7 @@ from typing import Any, Final
 import pykka
 
 from tinkex_actors import _constants as c
-from tinkex_actors.actors._base import ActorHandle, Call, ChildActor
+from tinkex_actors.actors._base import ActorHandle, ChildActor
 from tinkex_actors.actors._lost import create_in_session
 from tinkex_actors.actors._runtime import Runtime
 from tinkex_actors.actors._sample_flow import fall_back, poll_completions
@@ -77,9 +77,8 @@ class SamplingActor(ChildActor):
         state: SamplerState,
         handle: ActorHandle,
         supervisor: Any | None = None,
-        backlog: list[Call] | None = None,
     ) -> None:
-        super().__init__(handle, supervisor, backlog)
+        super().__init__(handle, supervisor)
         self.state = state
         if state.polling:
             # A replacement after a crash: the poll loop was running; keep it going.

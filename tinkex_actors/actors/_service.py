@@ -213,8 +213,8 @@ class ServiceActor(ChildActor):
         record = self._records.get(handle.id)
         if record is None or handle.closed or message.generation != handle.generation:
             # Released, closing, or an old generation's late report.
-            for call in message.backlog:
-                call.future.set_exception(handle.gone_error())
+            if record is None or handle.closed:
+                handle.answer_waiting(handle.gone_error())
             return
         error = message.error
         now = time.monotonic()
@@ -230,8 +230,7 @@ class ServiceActor(ChildActor):
         }
         log = get_logger("supervisor")
         if self.runtime.closed:
-            for call in message.backlog:
-                call.future.set_exception(ClientClosedError("the ServiceClient was closed"))
+            handle.answer_waiting(ClientClosedError("the ServiceClient was closed"))
             return
         if len(record.restarts) >= self.max_restarts:
             failure = ChildFailedError(
@@ -240,9 +239,7 @@ class ServiceActor(ChildActor):
                 f"{type(error).__name__}: {error})"
             )
             failure.__cause__ = error
-            handle.fail(failure)
-            for call in message.backlog:
-                call.future.set_exception(failure)
+            handle.fail(failure)  # answers the calls still waiting
             self._forget(handle)
             log.error("tinkex.actor.failed", **meta)
             telemetry.execute(CHILD_FAILED, {"monotonic_time": time.monotonic_ns()}, meta)
@@ -250,7 +247,7 @@ class ServiceActor(ChildActor):
         record.restarts.append(now)
         log.warning("tinkex.actor.restarted", **meta)
         telemetry.execute(CHILD_RESTARTED, {"monotonic_time": time.monotonic_ns()}, meta)
-        record.actor_class.start(record.state, handle, self.actor_ref, message.backlog)
+        record.actor_class.start(record.state, handle, self.actor_ref)
 
     def _forget(self, handle: ActorHandle) -> None:
         record = self._records.pop(handle.id, None)
@@ -282,8 +279,7 @@ class ServiceActor(ChildActor):
         traceback: TracebackType | None,
     ) -> None:
         """The root crashed (a bug): the ServiceClient is failed; close() still works."""
-        for call in self._drain():
-            call.future.set_exception(ClientClosedError("the ServiceClient's actor crashed"))
+        self.handle.answer_waiting(ClientClosedError("the ServiceClient's actor crashed"))
         get_logger("supervisor").error(
             "tinkex.service.crashed",
             session_id=self.runtime.session_id,

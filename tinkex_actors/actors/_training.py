@@ -45,7 +45,7 @@ import orjson
 
 from tinkex_actors import _constants as c
 from tinkex_actors._metrics_reduction import combine_forward_backward_outputs
-from tinkex_actors.actors._base import ActorHandle, Call, ChildActor, Crash
+from tinkex_actors.actors._base import ActorHandle, ChildActor, Crash
 from tinkex_actors.actors._client_state import ClientState
 from tinkex_actors.actors._lost import (
     ModelGuard,
@@ -292,9 +292,8 @@ class TrainingActor(ChildActor):
         state: TrainingState,
         handle: ActorHandle,
         supervisor: Any | None = None,
-        backlog: list[Call] | None = None,
     ) -> None:
-        super().__init__(handle, supervisor, backlog)
+        super().__init__(handle, supervisor)
         self.state = state
 
     # ------------------------------------------------------------------ helpers
