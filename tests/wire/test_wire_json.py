@@ -351,3 +351,35 @@ def test_wire_public_surface() -> None:
     assert wire.__all__ == sorted(wire.__all__)
     for name in wire.__all__:
         assert getattr(wire, name) is not None
+
+
+def test_sealing_a_forward_backward_body_sets_its_seq_id_and_model_id() -> None:
+    import zstandard
+
+    from tinkex_actors import types
+    from tinkex_actors.wire import (
+        decode_forward_backward_request,
+        encode_forward_backward_request,
+        seal_forward_backward,
+    )
+
+    tokens = [1, 2, 3]
+    request = types.ForwardBackwardRequest(
+        forward_backward_input=types.ForwardBackwardInput(
+            data=[
+                types.Datum(
+                    types.ModelInput.from_ints(tokens),
+                    {"target_tokens": [2, 3, 4], "weights": [1.0, 1.0, 1.0]},
+                )
+            ],
+            loss_fn="cross_entropy",
+        ),
+        model_id="old-model",
+    )
+    body = encode_forward_backward_request(request)
+    sealed, _ = decode_forward_backward_request(seal_forward_backward(body, 7))
+    assert (sealed.seq_id, sealed.model_id) == (7, "old-model")
+    moved = seal_forward_backward(body, 8, model_id="new-model", zstd=True)
+    restored, _ = decode_forward_backward_request(zstandard.ZstdDecompressor().decompress(moved))
+    assert (restored.seq_id, restored.model_id) == (8, "new-model")
+    assert restored.forward_backward_input == request.forward_backward_input

@@ -78,8 +78,7 @@ from tinkex_actors.types import (
     LoraConfig,
     OptimizerConfig,
 )
-from tinkex_actors.wire import decode_json
-from tinkex_actors.wire._protowriter import tag, varint
+from tinkex_actors.wire import decode_json, seal_forward_backward
 
 __all__ = [
     "CREATE_MODEL_PATH",
@@ -101,12 +100,6 @@ LOAD_WEIGHTS_PATH: Final = f"{c.API_PREFIX}/load_weights"
 _GET_INFO_PATH: Final = f"{c.API_PREFIX}/get_info"
 #: Where unload_model is sent (outside the seq_id sequence).
 UNLOAD_PATH: Final = f"{c.API_PREFIX}/unload_model"
-# ForwardBackwardRequest.seq_id is field 2 (varint). Protobuf readers take the last
-# occurrence of a scalar field wherever it appears, so the actor appends the seq_id to a body
-# encoded without one in the caller's thread.
-_SEQ_TAG: Final = tag(2, 0)
-#: ForwardBackwardRequest.model_id is field 1 (a string): appended after a restore.
-_MODEL_TAG: Final = tag(1, 2)
 _ZSTD_HEADERS: Final = {"Content-Encoding": "zstd"}
 
 
@@ -138,7 +131,6 @@ class TrainingState(ClientState):
         self.lane = WorkerPool(
             1, name=f"tinkex-train-{handle.id}", idle_timeout=c.WORKER_IDLE_TIMEOUT
         )
-        self._compressor: Any = None
         #: Recovery bookkeeping: origin, last checkpoint, fence, restore ticket.
         self.guard = ModelGuard()
 
@@ -155,15 +147,6 @@ class TrainingState(ClientState):
         self.mark_closed()
         self.retire_threads()
         self.fail_pending(ClientClosedError(f"the training client {self.model_id} was closed"))
-
-    def compress(self, body: bytes) -> bytes:
-        """zstd-compress a request body (actor thread only: compressors are not shared)."""
-        if self._compressor is None:
-            import zstandard
-
-            self._compressor = zstandard.ZstdCompressor()
-        data: bytes = self._compressor.compress(body)
-        return data
 
     def set_model(self, model_id: str, info: GetInfoResponse) -> None:
         """Record the created model."""
@@ -251,15 +234,11 @@ def post_reserved(state: TrainingState, body: bytes, seq: int) -> UntypedFuture:
 
     For the requests of :meth:`TrainingActor.submit_reserving`, sent later from a worker
     thread: the seq_id was taken from the sequence when it was reserved, so nothing here
-    touches ``next_seq``, and the body is compressed with a compressor of its own.
+    touches ``next_seq``.
     """
-    data = body + _SEQ_TAG + varint(seq)
-    headers = None
-    if state.runtime.compress:
-        import zstandard
-
-        data = zstandard.ZstdCompressor().compress(data)
-        headers = _ZSTD_HEADERS
+    compress = state.runtime.compress
+    data = seal_forward_backward(body, seq, zstd=compress)
+    headers = _ZSTD_HEADERS if compress else None
     response = state.runtime.transport.request(
         "POST",
         _FWDBWD_PATH,
@@ -400,14 +379,12 @@ class TrainingActor(ChildActor):
         headers = _ZSTD_HEADERS if compress else None
         started = time.monotonic()
         submitted: list[UntypedFuture] = []
-        # After a restore the body may name the old model: the last model_id field wins.
-        model = state.model_id.encode()
-        suffix = _MODEL_TAG + varint(len(model)) + model if state.guard.restores else b""
+        # After a restore the body may name the old model: the current id replaces it.
+        model = state.model_id if state.guard.restores else None
         for chunk in bodies:
 
             def body(seq: int, chunk: bytes = chunk) -> bytes:
-                data = chunk + suffix + _SEQ_TAG + varint(seq)
-                return state.compress(data) if compress else data
+                return seal_forward_backward(chunk, seq, model_id=model, zstd=compress)
 
             submitted.append(
                 self._post_sequenced(

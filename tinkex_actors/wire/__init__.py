@@ -20,6 +20,7 @@ from tinkex_actors.wire._json import (
 from tinkex_actors.wire._proto_request import (
     decode_forward_backward_request,
     encode_forward_backward_request,
+    seal_forward_backward,
 )
 from tinkex_actors.wire._proto_response import (
     decode_forward_backward_output,
@@ -41,5 +42,6 @@ __all__ = [
     "encode_json",
     "encode_sample_response",
     "from_jsonable",
+    "seal_forward_backward",
     "to_jsonable",
 ]

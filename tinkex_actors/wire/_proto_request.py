@@ -8,6 +8,7 @@ encoding copies bytes into the message and never touches individual numbers.
 from __future__ import annotations
 
 import struct
+import threading
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -28,7 +29,7 @@ from tinkex_actors.types._training import (
     ForwardRequest,
 )
 from tinkex_actors.wire import tinker_public_pb2 as pb
-from tinkex_actors.wire._protowriter import Message
+from tinkex_actors.wire._protowriter import Message, tag, varint
 from tinkex_actors.wire._tensors import PROTO_DTYPE, tensor_from_proto
 
 __all__ = ["decode_forward_backward_request", "encode_forward_backward_request"]
@@ -271,3 +272,40 @@ def _read_span(sm: Any) -> PromptProvenanceSpan | SampledProvenanceSpan:
         return SampledProvenanceSpan(sequence_id=s.sequence_id, offset=s.offset, length=s.length)
     p = sm.prompt_tokens
     return PromptProvenanceSpan(sequence_id=p.sequence_id, offset=p.offset, length=p.length)
+
+
+# ForwardBackwardRequest.seq_id is field 2 (varint), model_id field 1 (a string). Protobuf
+# readers take the last occurrence of a scalar field wherever it appears, so a body encoded in
+# the caller's thread without a seq_id gets it appended once the model's actor assigned it.
+_SEQ_TAG = tag(2, 0)
+_MODEL_TAG = tag(1, 2)
+_compressors = threading.local()
+
+
+def seal_forward_backward(
+    body: bytes, seq_id: int, *, model_id: str | None = None, zstd: bool = False
+) -> bytes:
+    """Finish a ``ForwardBackwardRequest`` encoded without its ``seq_id``.
+
+    Args:
+        body: :func:`encode_forward_backward_request` output for a request whose ``seq_id``
+            was left unset.
+        seq_id: the id the model's sequence assigned.
+        model_id: replaces the body's model id (a model restored under a new id).
+        zstd: compress the result (``Content-Encoding: zstd``; needs ``zstandard``).
+    """
+    parts = [body]
+    if model_id is not None:
+        raw = model_id.encode()
+        parts += [_MODEL_TAG, varint(len(raw)), raw]
+    parts += [_SEQ_TAG, varint(seq_id)]
+    data = b"".join(parts)
+    if not zstd:
+        return data
+    compressor = getattr(_compressors, "zstd", None)
+    if compressor is None:  # one per thread: zstandard compressors are not thread-safe
+        import zstandard
+
+        compressor = _compressors.zstd = zstandard.ZstdCompressor()
+    compressed: bytes = compressor.compress(data)
+    return compressed
