@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import orjson
 import pytest
+import structlog
 from _servers import ServerHandle
 
 from tinkex_actors import Config, ServiceClient, types
@@ -174,12 +175,22 @@ def test_a_410_on_the_batched_poll_falls_back_to_single_polls(config: Config) ->
         return answer
 
     backend = RewritingBackend(config, gone)
-    with ServiceClient(config, backend=backend) as service:
+    with (
+        structlog.testing.capture_logs() as logs,
+        ServiceClient(config, backend=backend) as service,
+    ):
         _fan_out(service, 30)
         sampler = service.create_sampling_client(base_model=BASE_MODEL, timeout=30)
         assert sampler._state.batched  # a new client tries batched polling again
+        session_id = service.session_id
     assert failed[0] == 1
     assert backend.sent("/retrieve_future")
+    # The log line tells an operator where it happened: tenant, session, sampler.
+    (line,) = [entry for entry in logs if entry["event"] == "tinkex.sampling.batched_polling_off"]
+    assert line["session_id"] == session_id
+    assert line["tenant_id"] == config.tenant_id
+    assert line["sampler_id"].startswith(session_id)
+    assert config.api_key not in repr(line)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from tinkex_actors._logging import get_logger
 from tinkex_actors.actors._base import ActorHandle
 from tinkex_actors.actors._runtime import Runtime
 from tinkex_actors.errors import TinkexError
@@ -78,6 +79,20 @@ class ClientState:
                     self._blocked[me] = left
                 else:
                     del self._blocked[me]
+
+    def log_ids(self) -> dict[str, str]:
+        """The ids that name this client in a log line (a model id, a sampler id)."""
+        return {}
+
+    def logger(self, name: str) -> Any:
+        """A structlog logger bound to what a daemon's operator needs to place a line: the
+        tenant (a one-way id, never the key), the session and this client's own id. Bound
+        when a line is logged (the session and ids may change: recovery, creation)."""
+        return get_logger(name).bind(
+            tenant_id=self.runtime.config.tenant_id,
+            session_id=self.runtime.session_id,
+            **self.log_ids(),
+        )
 
     def threads(self) -> list[threading.Thread]:
         """Threads of this client's own besides its actor's (joined when the tree closes)."""

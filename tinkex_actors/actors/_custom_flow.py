@@ -23,7 +23,6 @@ from typing import Final
 
 import attrs
 
-from tinkex_actors._logging import get_logger
 from tinkex_actors.actors._poller import UntypedFuture
 from tinkex_actors.actors._training import TrainingState, guarded, poll_chunks, post_reserved
 from tinkex_actors.errors import TinkexError
@@ -104,7 +103,7 @@ def _fill(state: TrainingState, call: CustomCall, first: int, start: int) -> Non
     """Send reserved ids ``start..`` as forward-only fillers (best effort, never raises)."""
     if state.is_closed():
         return
-    log = get_logger("training")
+    log = state.logger("training")
     with state.blocking():
         for index in range(start, len(call.forward_bodies)):
             try:
@@ -114,7 +113,6 @@ def _fill(state: TrainingState, call: CustomCall, first: int, start: int) -> Non
                 # leaves a gap the server steps over after its gap timeout.
                 log.warning(
                     "tinkex.training.custom_filler_failed",
-                    model_id=call.model_id,
                     seq_id=first + index,
                     error=type(exc).__name__,
                 )

@@ -44,7 +44,6 @@ from typing import Any, Final
 import orjson
 
 from tinkex_actors import _constants as c
-from tinkex_actors._logging import get_logger
 from tinkex_actors.actors._base import Crash
 from tinkex_actors.actors._poller import fast_key, poll_future, untyped_future
 from tinkex_actors.actors._sampler_state import SamplerState, Submission
@@ -396,9 +395,8 @@ def fall_back(state: SamplerState, why: str | None) -> None:
     """Give up batched polling for this client: its pending samples are polled singly, and so
     are later ones. ``why`` is logged (None: an expected switch, e.g. the actor stops)."""
     if state.batched and why is not None:
-        get_logger("sampling").warning(
+        state.logger("sampling").warning(
             "tinkex.sampling.batched_polling_off",
-            sampler_id=state.sampler_id,
             reason=why[:300],
             hint="each pending sample is polled with retrieve_future instead",
         )
@@ -474,9 +472,8 @@ def poll_completions(state: SamplerState) -> bool:
                 state.fetching.add(request_id)
                 fetch.append(sub)
     if rewound:
-        get_logger("sampling").warning(
+        state.logger("sampling").warning(
             "tinkex.sampling.cursor_rewound",
-            sampler_id=state.sampler_id,
             previous=cursor,
             cursor=new_cursor,
             repolled=len(rewound),
@@ -534,9 +531,8 @@ def _poll_failed(state: SamplerState, exc: TinkexError) -> bool:
         for sub in state.take_pending():
             _poll_singly(sub)
     delay = POLL_POLICY.backoff(state.poll_failures - 1, random.random())
-    get_logger("sampling").warning(
+    state.logger("sampling").warning(
         "tinkex.sampling.poll_retry",
-        sampler_id=state.sampler_id,
         reason=f"HTTP {status}" if status is not None else type(exc).__name__,
         delay_s=round(delay, 3),
     )

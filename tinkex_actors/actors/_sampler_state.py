@@ -174,6 +174,10 @@ class SamplerState(ClientState):
         """The sampling session id on the server."""
         return self.handle.name
 
+    def log_ids(self) -> dict[str, str]:
+        """``sampler_id``."""
+        return {"sampler_id": self.sampler_id}
+
     def use_clone_id(self, clone_id: int) -> None:
         """Number this client's ``seq_id`` s from ``clone_id * 1e9`` (a restored client; set
         before its first sample, so every seq_id it sends carries it)."""

@@ -134,6 +134,10 @@ class TrainingState(ClientState):
         #: Recovery bookkeeping: origin, last checkpoint, fence, restore ticket.
         self.guard = ModelGuard()
 
+    def log_ids(self) -> dict[str, str]:
+        """``model_id`` (before the model exists: its session counter)."""
+        return {"model_id": self.model_id or f"model_seq_id={self.model_seq_id}"}
+
     def threads(self) -> list[threading.Thread]:
         """The result lane's thread, when it runs."""
         return self.lane.threads()

@@ -295,6 +295,7 @@ class HTTPTransport:
 
         meta = self._start(method, path, request_type, iteration)
         start = time.monotonic_ns()
+        key = sent.get(c.HEADER_IDEMPOTENCY_KEY)  # names the call in retry logs
         taken = [0]  # retries taken so far (for the give-up report)
         # A refused credential earns one replay per call (never mutated without an auth).
         replayed = _NOT_REPLAYED if auth is None else [False]
@@ -320,7 +321,7 @@ class HTTPTransport:
             )
 
         def on_retry(number: int, error: APIError, delay: float) -> None:
-            self._before_retry(number, error, delay, meta, method, path)
+            self._before_retry(number, error, delay, meta, method, path, key)
 
         try:
             return call_with_retries(
@@ -335,7 +336,7 @@ class HTTPTransport:
             )
         except APIError as exc:
             exc.method, exc.path = method, path
-            self._give_up(exc, taken[0], start, meta, retries)
+            self._give_up(exc, taken[0], start, meta, retries, key)
             raise
 
     def _start(
@@ -501,6 +502,7 @@ class HTTPTransport:
         meta: dict[str, Any] | None,
         method: str,
         path: str,
+        request_key: str | None = None,
     ) -> None:
         status = error.status_code if isinstance(error, APIStatusError) else None
         reason = f"HTTP {status}" if status is not None else type(error).__name__
@@ -512,6 +514,7 @@ class HTTPTransport:
             delay_s=round(delay, 3),
             reason=reason,
             tenant_id=self._tenant_id,
+            idempotency_key=request_key,
         )
         if meta is not None:
             telemetry.execute(
@@ -521,7 +524,13 @@ class HTTPTransport:
             )
 
     def _give_up(
-        self, exc: APIError, attempt: int, start: int, meta: dict[str, Any] | None, retries: int
+        self,
+        exc: APIError,
+        attempt: int,
+        start: int,
+        meta: dict[str, Any] | None,
+        retries: int,
+        request_key: str | None = None,
     ) -> None:
         status = exc.status_code if isinstance(exc, APIStatusError) else None
         if meta is not None:
@@ -545,6 +554,7 @@ class HTTPTransport:
                 kind=type(exc).__qualname__,
                 tenant_id=self._tenant_id,
                 path=exc.path,
+                idempotency_key=request_key,
             )
 
     # ------------------------------------------------------------------ stream
