@@ -29,7 +29,7 @@ def test_defaults() -> None:
     assert (config.max_chunk_datums, config.max_chunk_tokens) == (128, 500_000)
     assert (config.sample_max_inflight, config.sample_max_inflight_throttled) == (2000, 10)
     assert (config.sample_max_queued, config.sample_queue_full) == (None, "raise")
-    assert (config.sample_dispatch_threads, config.poll_threads) == (32, 256)
+    assert (config.sample_dispatch_threads, config.poll_threads) == (16, 256)
     assert (config.http_pool_block, config.max_response_bytes) == (False, 2**30)
     assert (config.heartbeat_interval, config.poll_timeout) == (10.0, 45.0)
     assert dict(config.default_headers) == {}
