@@ -30,7 +30,6 @@ from tinkex_actors.types import (
 
 __all__ = [
     "build",
-    "snapshot_map",
     "check_forward_input",
     "check_lora",
     "check_metadata",
@@ -42,6 +41,7 @@ __all__ = [
     "check_sampling_params",
     "check_seconds",
     "check_tinker_path",
+    "snapshot_map",
 ]
 
 T = TypeVar("T")
@@ -79,28 +79,20 @@ def snapshot_map(value: object) -> object:
 def check_forward_input(
     data: Iterable[Datum], loss_fn: str, loss_fn_config: Mapping[str, float | str] | None
 ) -> ForwardBackwardInput:
-    """A non-empty batch of well-formed datums and a known loss.
+    """A non-empty batch of well-formed datums and a loss name.
 
-    Each datum's per-token loss inputs must be as long as its model input.
+    :class:`ForwardBackwardInput` checks the types; the client adds that the batch is not
+    empty and that each datum's per-token loss inputs are as long as its model input.
     """
     raw: object = data
-    if isinstance(raw, Datum | str | bytes | Mapping) or not isinstance(raw, Iterable):
+    if isinstance(raw, Mapping):  # would pass as an iterable of its keys
         raise ValidationError(f"expected a list of Datum, got {sc.type_name(raw)}", field="data")
-    items = list(data)
-    if not items:
-        raise ValidationError("expected at least one Datum, got an empty list", field="data")
-    for i, datum in enumerate(items):
-        if not isinstance(datum, Datum):
-            raise ValidationError(f"expected Datum, got {sc.type_name(datum)}", field=f"data[{i}]")
-    given: object = loss_fn
-    if not isinstance(given, str):
-        raise ValidationError(
-            f"expected a loss name (str), got {sc.type_name(given)}", field="loss_fn"
-        )
     batch = build(
         ForwardBackwardInput,
-        {"data": items, "loss_fn": loss_fn, "loss_fn_config": loss_fn_config},
+        {"data": data, "loss_fn": loss_fn, "loss_fn_config": loss_fn_config},
     )
+    if not batch.data:
+        raise ValidationError("expected at least one Datum, got an empty list", field="data")
     for i, datum in enumerate(batch.data):
         _check_datum(datum, i)
     return batch
