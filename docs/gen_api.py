@@ -1,7 +1,11 @@
 """Generate the API reference (``docs/api/*.md``) from the public modules' docstrings.
 
-    python docs/gen_api.py            # rewrite docs/api/
+    python docs/gen_api.py            # rewrite docs/api/ (and the generated guide blocks)
     python docs/gen_api.py --check    # exit 1 when docs/api/ is stale (what the test does)
+
+It also rewrites the blocks of hand-written guides that are generated from code
+(:func:`generated_blocks`: the option table of ``docs/configuration.md``, from the
+``Config`` option declarations).
 
 One page per public module: its docstring, then every name of its ``__all__``: classes with
 their constructor signature, docstring, public methods and properties; functions with their
@@ -444,6 +448,23 @@ def pages() -> dict[str, str]:
     return result
 
 
+def generated_blocks() -> dict[Path, str]:
+    """Guide file -> the block generated from code it holds (its first and last lines are
+    the markers that delimit it in the file)."""
+    from tinkex_actors._config_options import markdown_table
+    from tinkex_actors.config import Config
+
+    return {ROOT / "docs" / "configuration.md": markdown_table(Config)}
+
+
+def with_block(text: str, block: str) -> str:
+    """``text`` with the lines from ``block``'s first line to its last replaced by ``block``."""
+    lines = block.splitlines()
+    start = text.index(lines[0])
+    end = text.index(lines[-1], start) + len(lines[-1])
+    return text[:start] + block.rstrip("\n") + text[end:]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--check", action="store_true", help="exit 1 if docs/api/ is stale")
@@ -454,7 +475,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     wanted = pages()
     present = {p.name: p.read_text() for p in OUT.glob("*.md")} if OUT.is_dir() else {}
+    guides = {
+        path: with_block(path.read_text(), block) for path, block in generated_blocks().items()
+    }
     if args.check:
+        stale_guides = sorted(p.name for p, text in guides.items() if p.read_text() != text)
+        if stale_guides:
+            sys.stderr.write(
+                f"stale generated blocks in {stale_guides}: run python docs/gen_api.py\n"
+            )
+            return 1
         stale = sorted(n for n in wanted.keys() | present.keys() if wanted.get(n) != present.get(n))
         if stale:
             sys.stderr.write(
@@ -468,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in wanted.items():
         if present.get(name) != text:
             (OUT / name).write_text(text)
+    for path, text in guides.items():
+        if path.read_text() != text:
+            path.write_text(text)
     return 0
 
 

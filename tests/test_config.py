@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 import pytest
 
 from tinkex_actors import _constants as c
+from tinkex_actors._config_options import declared, markdown_table
 from tinkex_actors.config import Config
 from tinkex_actors.errors import ConfigError
 
@@ -272,3 +275,73 @@ def test_repr_masks_secrets() -> None:
     assert "X-Proxy-Token" in text
     assert "cf-id" in text
     assert str(config) == text
+
+
+# ------------------------------------------------------------------ one declaration per option
+def _declared_names() -> list[str]:
+    return [field.name for field, _ in declared(Config)]
+
+
+def test_new_takes_every_declared_option_as_a_keyword() -> None:
+    parameters = inspect.signature(Config.new).parameters
+    assert list(parameters) == [*_declared_names(), "env"]
+    for name in _declared_names():
+        parameter = parameters[name]
+        assert parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        assert parameter.default is None, name  # None means "not given"
+        assert str(parameter.annotation).endswith("| None"), name
+
+
+def test_declarations_are_the_init_options() -> None:
+    assert _declared_names() == [a.name for a in attrs.fields(Config) if a.init]
+    assert {"api_key", "credential_cmd", "cf_access_client_secret"} == Config.SECRET_FIELDS
+
+
+def test_docs_option_table_is_generated_from_the_declarations() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    table = markdown_table(Config)
+    assert table in text, "run: python docs/gen_api.py"
+    for name in _declared_names():
+        assert f"| `{name}` |" in table
+
+
+def test_docstring_documents_every_option() -> None:
+    doc = Config.__doc__ or ""
+    assert "Prefer :meth:`Config.new`" in doc
+    attributes = doc[doc.index("Attributes:") :]
+    for name in _declared_names():
+        assert f"\n    {name}: " in attributes, name
+
+
+def test_each_environment_variable_is_read_only_by_new() -> None:
+    variables = {spec.env for _, spec in declared(Config) if spec.env is not None}
+    assert variables == {
+        c.ENV_API_KEY,
+        c.ENV_CREDENTIAL_CMD,
+        c.ENV_BASE_URL,
+        c.ENV_TAGS,
+        c.ENV_PROJECT_ID,
+        c.ENV_TELEMETRY,
+        c.ENV_CF_CLIENT_ID,
+        c.ENV_CF_CLIENT_SECRET,
+    }
+
+
+def test_an_explicit_empty_base_url_falls_back_to_the_environment() -> None:
+    env = {"TINKER_BASE_URL": "http://env.test"}
+    assert Config.new(api_key=KEY, base_url="", env=env).base_url == "http://env.test"
+    assert Config.new(api_key=KEY, base_url="", env={}).base_url == c.DEFAULT_BASE_URL
+
+
+def test_numpy_integers_are_stored_as_ints() -> None:
+    config = Config(api_key=KEY, max_retries=np.int64(3), sample_max_queued=np.int32(5))
+    assert (config.max_retries, config.sample_max_queued) == (3, 5)
+    assert type(config.max_retries) is int
+    assert type(config.sample_max_queued) is int
+
+
+def test_a_bad_metadata_value_names_the_option_and_the_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config(api_key=KEY, user_metadata={"team": "a", "k": 1})
+    assert info.value.field == "user_metadata"
+    assert "user_metadata.k" in str(info.value)

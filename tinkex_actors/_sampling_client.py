@@ -29,12 +29,10 @@ from tinkex_actors.actors._sample_flow import prompt_bytes, start
 from tinkex_actors.actors._sampler_state import SamplerState, Submission
 from tinkex_actors.actors._service import release_child
 from tinkex_actors.actors._validate import (
-    boolean,
+    build,
     check_prompt,
     check_sampling_params,
     check_seconds,
-    non_negative_int,
-    positive_int,
 )
 from tinkex_actors.config import Config
 from tinkex_actors.errors import ClientClosedError, ValidationError
@@ -237,18 +235,21 @@ class SamplingClient:
         handle = state.handle
         if handle.failure is not None or handle.closed:
             raise handle.gone_error()
-        request = SampleRequest(
-            prompt=check_prompt(prompt),
-            sampling_params=check_sampling_params(sampling_params),
-            num_samples=positive_int(num_samples, "num_samples"),
+        request = build(
+            SampleRequest,
+            {
+                "prompt": check_prompt(prompt),
+                "sampling_params": check_sampling_params(sampling_params),
+                "num_samples": num_samples,
+                "prompt_logprobs": prompt_logprobs,
+                "topk_prompt_logprobs": topk_prompt_logprobs,
+                "topk_sample_logprobs": topk_sample_logprobs,
+                "target_prompt_logprobs": target_prompt_logprobs,
+                "prompt_alt_tokens_k": prompt_alt_tokens_k,
+                "prompt_logprobs_last_n": prompt_logprobs_last_n,
+                "record_stability_info": record_stability_info,
+            },
             sampling_session_id=snapshot.sampler_id,
-            prompt_logprobs=boolean(prompt_logprobs, "prompt_logprobs"),
-            topk_prompt_logprobs=non_negative_int(topk_prompt_logprobs, "topk_prompt_logprobs"),
-            topk_sample_logprobs=topk_sample_logprobs,
-            target_prompt_logprobs=target_prompt_logprobs,
-            prompt_alt_tokens_k=prompt_alt_tokens_k,
-            prompt_logprobs_last_n=prompt_logprobs_last_n,
-            record_stability_info=record_stability_info,
         )
         seconds = check_seconds(timeout, "timeout")
         wait = check_seconds(await_timeout, "await_timeout")

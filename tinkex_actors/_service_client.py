@@ -17,6 +17,7 @@ from typing import Any, Final
 from tinkex_actors import _constants as c
 from tinkex_actors._logging import get_logger
 from tinkex_actors._sampling_client import SamplingClient
+from tinkex_actors._scalar_checks import non_negative_int
 from tinkex_actors._training_client import TrainingClient
 from tinkex_actors.actors._base import ActorHandle
 from tinkex_actors.actors._recovery import RecoveryState
@@ -34,7 +35,6 @@ from tinkex_actors.actors._validate import (
     check_optimizer,
     check_seconds,
     check_tinker_path,
-    non_negative_int,
 )
 from tinkex_actors.config import Config
 from tinkex_actors.errors import ValidationError

@@ -30,15 +30,13 @@ from tinkex_actors.actors._sampling import SamplerState
 from tinkex_actors.actors._service import ServiceActor, release_child, send_to_service
 from tinkex_actors.actors._training import UNLOAD_PATH, TrainingActor, TrainingState
 from tinkex_actors.actors._validate import (
-    boolean,
+    build,
     check_forward_input,
-    check_metadata,
     check_name,
     check_optim_params,
     check_seconds,
     check_tinker_path,
-    check_ttl,
-    optional_non_negative_int,
+    snapshot_map,
 )
 from tinkex_actors.errors import (
     ClientClosedError,
@@ -319,12 +317,15 @@ class TrainingClient:
             user_metadata: ``str -> str`` kept with the checkpoint (shown in listings).
         """
         self._check()
-        request = SaveWeightsRequest(
+        request = build(
+            SaveWeightsRequest,
+            {
+                "ttl_seconds": ttl_seconds,
+                "overwrite": overwrite,
+                "user_metadata": snapshot_map(user_metadata),
+            },
             model_id=self.model_id,
             path=check_name(name, "name"),
-            ttl_seconds=check_ttl(ttl_seconds),
-            overwrite=boolean(overwrite, "overwrite"),
-            user_metadata=check_metadata(user_metadata),
         )
         return self._sequenced(_SAVE_PATH, request, SaveWeightsResponse, "SaveWeights")
 
@@ -367,14 +368,15 @@ class TrainingClient:
         """
         self._check()
         chosen = check_name(name if path is None else path, "name" if path is None else "path")
-        request = SaveWeightsForSamplerRequest(
+        request = build(
+            SaveWeightsForSamplerRequest,
+            {
+                "sampling_session_seq_id": sampling_session_seq_id,
+                "ttl_seconds": ttl_seconds,
+                "user_metadata": snapshot_map(user_metadata),
+            },
             model_id=self.model_id,
             path=chosen,
-            sampling_session_seq_id=optional_non_negative_int(
-                sampling_session_seq_id, "sampling_session_seq_id"
-            ),
-            ttl_seconds=check_ttl(ttl_seconds),
-            user_metadata=check_metadata(user_metadata),
         )
         return self._sequenced(
             _SAVE_SAMPLER_PATH,

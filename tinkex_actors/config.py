@@ -26,266 +26,32 @@ Thread-safety: a Config is immutable and may be shared freely between threads.
 
 from __future__ import annotations
 
-import math
+import inspect
 import os
-import re
-import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import attrs
 
+from tinkex_actors import _config_values as v
 from tinkex_actors import _constants as c
+from tinkex_actors._config_options import (
+    FrozenMap,
+    attributes_section,
+    declared,
+    env_text,
+    env_value,
+    option,
+)
 from tinkex_actors._credentials import (
     Origin,
     default_credentials_path,
-    key_problem,
     read_stored_key,
 )
-from tinkex_actors._redact import REDACTED, fingerprint, mask_key, redact_url
+from tinkex_actors._redact import fingerprint
 from tinkex_actors.errors import ConfigError
 
 __all__ = ["Config"]
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-# RFC 9110 token characters: what a header name may contain.
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-# Header values: visible ASCII, spaces and tabs; no CR, LF or NUL (header injection).
-_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
-# Headers the transport sets itself; configure them through their own options instead.
-_RESERVED_HEADERS = frozenset(
-    h.lower()
-    for h in (
-        c.HEADER_API_KEY,
-        c.HEADER_IDEMPOTENCY_KEY,
-        c.HEADER_RETRY_COUNT,
-        c.HEADER_READ_TIMEOUT,
-        c.HEADER_CF_CLIENT_ID,
-        c.HEADER_CF_CLIENT_SECRET,
-        "Content-Type",
-        "Accept",
-        "Content-Length",
-        "Transfer-Encoding",
-        "Host",
-        "Connection",
-    )
-)
-
-
-class _FrozenMap(Mapping[str, str]):
-    """An immutable, hashable ``str -> str`` mapping (the form Config stores mappings in)."""
-
-    __slots__ = ("_data", "_hash")
-
-    def __init__(self, data: Mapping[str, str]) -> None:
-        self._data = dict(data)
-        self._hash = hash(frozenset(self._data.items()))
-
-    def __getitem__(self, key: str) -> str:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Mapping):
-            return self._data == dict(other)
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return repr(self._data)
-
-
-# ------------------------------------------------------------------------------ field checks
-def _number(field: str, value: object, *, minimum: float = 0.0, inclusive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(field, f"expected a number of seconds, got {type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number) or number < minimum or (number == minimum and not inclusive):
-        bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
-        raise ConfigError(field, f"must be a finite number {bound}, got {value!r}")
-    return number
-
-
-def _integer(field: str, value: object, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(field, f"expected an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ConfigError(field, f"must be >= {minimum}, got {value}")
-    return value
-
-
-def _boolean(field: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(field, f"expected a bool, got {type(value).__name__}")
-    return value
-
-
-def _optional_text(field: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(field, f"expected a str or None, got {type(value).__name__}")
-    if not value.strip():
-        raise ConfigError(field, "must not be empty or blank (use None to leave it unset)")
-    return value
-
-
-def _header_safe(field: str, value: str, what: str = "value") -> None:
-    # Shown without the value: the value may be a secret.
-    if not _HEADER_VALUE.match(value):
-        raise ConfigError(field, f"{what} may hold only printable ASCII (no CR, LF or NUL)")
-
-
-def _api_key(value: object, command: str | None) -> str | None:
-    if value is None:
-        if command is not None:
-            return None
-        raise ConfigError(
-            "api_key",
-            f"no credential: pass api_key= or credential_cmd=, set {c.ENV_API_KEY} or "
-            f"{c.ENV_CREDENTIAL_CMD}, or store a key with `tinker auth login` "
-            f"(~/{c.CREDENTIALS_FILE}); static keys start with {c.API_KEY_PREFIX!r}, "
-            f"JWTs with {c.JWT_PREFIX!r}",
-        )
-    if not isinstance(value, str):
-        raise ConfigError("api_key", f"expected a str, got {type(value).__name__}")
-    problem = key_problem(value)
-    if problem is not None:
-        raise ConfigError("api_key", problem)
-    return value
-
-
-def _command(value: object) -> str | None:
-    # Shown without the value: a command line may carry a token of its own.
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigError("credential_cmd", f"expected a str or None, got {type(value).__name__}")
-    if not value.strip():
-        raise ConfigError(
-            "credential_cmd", "must not be empty or blank (use None to leave it unset)"
-        )
-    if "\x00" in value:
-        raise ConfigError("credential_cmd", "must not contain NUL characters")
-    return value
-
-
-def _base_url(value: object) -> str:
-    if value is None or value == "":
-        return c.DEFAULT_BASE_URL
-    if not isinstance(value, str):
-        raise ConfigError("base_url", f"expected a str, got {type(value).__name__}")
-    url = value.strip().rstrip("/")
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError("base_url", f"not a valid URL ({exc}): {redact_url(url)!r}") from None
-    del port  # parsed only to validate it
-    if parts.scheme not in ("http", "https"):
-        raise ConfigError("base_url", f"scheme must be http or https, got {redact_url(url)!r}")
-    if not parts.hostname:
-        raise ConfigError("base_url", f"has no host: {redact_url(url)!r}")
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError("base_url", "must not embed credentials (user:password@)")
-    if parts.query or parts.fragment:
-        raise ConfigError("base_url", f"must not have a query or fragment: {redact_url(url)!r}")
-    return url
-
-
-def _tags(value: object) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    items: list[object]
-    if isinstance(value, str):
-        items = [part.strip() for part in value.split(",") if part.strip()]
-    elif isinstance(value, Sequence | set | frozenset):
-        items = list(value)
-    else:
-        raise ConfigError("tags", f"expected a sequence of str, got {type(value).__name__}")
-    seen: dict[str, None] = {}
-    for i, tag in enumerate(items):
-        if not isinstance(tag, str) or not tag.strip():
-            raise ConfigError("tags", f"tags[{i}] must be a non-empty str, got {tag!r}")
-        seen.setdefault(tag, None)
-    return tuple(seen)
-
-
-def _string_map(field: str, value: object, *, headers: bool) -> _FrozenMap:
-    if value is None:
-        return _FrozenMap({})
-    if not isinstance(value, Mapping):
-        raise ConfigError(field, f"expected a mapping of str to str, got {type(value).__name__}")
-    seen_lower: set[str] = set()
-    for key, item in value.items():
-        if not isinstance(key, str) or not isinstance(item, str):
-            raise ConfigError(
-                field,
-                f"keys and values must be str, got {type(key).__name__} -> {type(item).__name__}",
-            )
-        if headers:
-            if not _TOKEN.match(key):
-                raise ConfigError(field, f"{key!r} is not a valid header name")
-            if key.lower() in _RESERVED_HEADERS:
-                raise ConfigError(field, f"{key!r} is set by the transport; use its own option")
-            if key.lower() in seen_lower:
-                raise ConfigError(field, f"{key!r} is given twice (header names ignore case)")
-            seen_lower.add(key.lower())
-            _header_safe(field, item, f"the value of {key!r}")
-    return _FrozenMap(value)
-
-
-def _ca_bundle(value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str | os.PathLike):
-        raise ConfigError("ca_bundle", f"expected a path, got {type(value).__name__}")
-    path = os.fspath(value)
-    if not isinstance(path, str) or not os.path.exists(path):
-        raise ConfigError("ca_bundle", f"no such file or directory: {path!r}")
-    return path
-
-
-def _proxy(value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError("proxy", f"expected a str URL, got {type(value).__name__}")
-    try:
-        parts = urllib.parse.urlsplit(value)
-        port = parts.port
-    except ValueError:
-        raise ConfigError("proxy", f"not a valid URL: {redact_url(value)!r}") from None
-    del port
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            "proxy", f"must be an http:// or https:// URL with a host, got {redact_url(value)!r}"
-        )
-    return value
-
-
-def _env_flag(env: Mapping[str, str], name: str, field: str) -> bool | None:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return None
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ConfigError(field, f"{name}={raw!r} is not one of {sorted(_TRUE | _FALSE)}")
-
-
-def _env_text(env: Mapping[str, str], name: str) -> str | None:
-    raw = env.get(name, "").strip()
-    return raw or None
 
 
 def _credential_sources(
@@ -295,11 +61,11 @@ def _credential_sources(
     env_kind = "env" if process_env else "given"
     cmd_origin: Origin | None = Origin("given", "credential_cmd")
     if command is None:
-        command = _env_text(env, c.ENV_CREDENTIAL_CMD)
+        command = env_text(env, c.ENV_CREDENTIAL_CMD)
         cmd_origin = None if command is None else Origin(env_kind, c.ENV_CREDENTIAL_CMD)
     if api_key is not None:
         return api_key, Origin("given", "api_key"), command, cmd_origin
-    from_env = _env_text(env, c.ENV_API_KEY)
+    from_env = env_text(env, c.ENV_API_KEY)
     if from_env is not None:
         return from_env, Origin(env_kind, c.ENV_API_KEY), command, cmd_origin
     if command is not None:
@@ -318,145 +84,221 @@ class Config:
     """Options of one Tinker tenant: credentials, endpoint, timeouts, retries, limits.
 
     Prefer :meth:`Config.new`, which also reads the environment. Every option is keyword-only.
-
-    Attributes:
-        api_key: the credential sent as ``X-API-Key``: a static key (``tml-...``) or a JWT
-            (``eyJ...``). Required unless ``credential_cmd`` is set. Never shown in reprs,
-            logs, errors or telemetry. When the server announces JWT auth, it is exchanged
-            for short-lived JWTs (see ``docs/configuration.md``).
-        credential_cmd: a shell command that prints a credential (a ``tml-`` key or a JWT).
-            Run whenever a fresh credential is needed (never at construction): when there is
-            no ``api_key``, for the first request and after a rejection; and for each JWT
-            exchange when the server asks for it (``credential_default_source``). Its output
-            is never logged; the command itself is masked in ``repr``.
-        base_url: the server's URL; a path prefix is kept (``.../services/tinker-prod``), a
-            trailing ``/`` is dropped, an empty string means the default.
-        timeout: read timeout of one HTTP request, in seconds (per socket operation).
-        connect_timeout: TCP/TLS connect timeout, in seconds.
-        max_retries: transport-level retries of one call (retryable statuses, connection
-            errors, timeouts); calls the protocol never retries pass ``max_retries=0``.
-        tags: session tags (deduplicated, order kept); a str is split on commas.
-        project_id: project sent with ``create_session``.
-        telemetry_enabled: upload SDK telemetry events to the server.
-        cf_access_client_id: Cloudflare Access client id (``CF-Access-Client-Id``).
-        cf_access_client_secret: Cloudflare Access secret (``CF-Access-Client-Secret``);
-            both Cloudflare options are given or neither.
-        default_headers: extra headers sent with every request to the base URL (values are
-            masked in ``repr``). Headers the transport manages cannot be set here.
-        user_metadata: ``str -> str`` metadata sent with ``create_session``.
-        verify_tls: verify server certificates. Turning it off must be explicit; the
-            transport logs a WARNING when it builds a pool without verification.
-        ca_bundle: a CA bundle file or directory used instead of certifi's bundle.
-        proxy: an explicit ``http://`` or ``https://`` proxy URL for every request. When
-            None, the proxy environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``ALL_PROXY``,
-            ``NO_PROXY``, any case) is read once, when the tenant's connection pool is built.
-        http_pool_size: keep-alive connections kept per origin.
-        http_pool_block: when every pooled connection is busy, wait for one (True) instead
-            of opening an extra connection that is closed after use (False).
-        max_response_bytes: the largest answer body read into memory; a bigger one raises
-            :class:`~tinkex_actors.errors.ResponseTooLargeError` (streamed downloads are
-            not bounded).
-        max_chunk_datums: most datums per forward_backward chunk (the server's
-            ``client/config`` announcement wins when present).
-        max_chunk_tokens: most tokens per forward_backward chunk (likewise).
-        sample_max_inflight: most samples in flight per sampling client (submitted, result
-            not yet in); the server's ``sample_max_concurrent_requests`` lowers it. Samples
-            beyond it wait in a queue that holds no thread.
-        sample_max_inflight_throttled: most sample submissions at once per API key during
-            the throttle window after a 429.
-        sample_max_queued: most samples waiting for an in-flight slot per sampling client;
-            None: unbounded.
-        sample_queue_full: what ``sample()`` does when that queue is full: ``"raise"``
-            :class:`~tinkex_actors.errors.QueueFullError`, or ``"wait"`` (block the caller
-            until there is room, within the sample's ``timeout``).
-        sample_dispatch_threads: threads per tenant that submit samples and fetch their
-            results.
-        poll_threads: threads per tenant for single long polls of samples, used only with
-            servers that do not offer batched polling (``retrieve_futures``).
-        heartbeat_interval: seconds between session heartbeats.
-        poll_timeout: read timeout of a ``retrieve_future`` long poll, in seconds.
     """
 
-    api_key: str | None = None
-    credential_cmd: str | None = None
-    base_url: str = c.DEFAULT_BASE_URL
-    timeout: float = c.DEFAULT_TIMEOUT
-    connect_timeout: float = c.DEFAULT_CONNECT_TIMEOUT
-    max_retries: int = c.DEFAULT_MAX_RETRIES
-    tags: Sequence[str] = ()
-    project_id: str | None = None
-    telemetry_enabled: bool = True
-    cf_access_client_id: str | None = None
-    cf_access_client_secret: str | None = None
-    default_headers: Mapping[str, str] = attrs.field(factory=dict)
-    user_metadata: Mapping[str, str] = attrs.field(factory=dict)
-    verify_tls: bool = True
-    ca_bundle: str | None = None
-    proxy: str | None = None
-    http_pool_size: int = c.HTTP_POOL_SIZE
-    http_pool_block: bool = c.HTTP_POOL_BLOCK
-    max_response_bytes: int = c.HTTP_MAX_RESPONSE_BYTES
-    max_chunk_datums: int = c.CHUNK_MAX_DATUMS
-    max_chunk_tokens: int = c.CHUNK_MAX_TOKENS
-    sample_max_inflight: int = c.SAMPLE_MAX_INFLIGHT
-    sample_max_inflight_throttled: int = c.SAMPLE_MAX_INFLIGHT_THROTTLED
-    sample_max_queued: int | None = None
-    sample_queue_full: str = "raise"
-    sample_dispatch_threads: int = c.SAMPLE_DISPATCH_THREADS
-    poll_threads: int = c.POLL_THREADS
-    heartbeat_interval: float = c.HEARTBEAT_INTERVAL
-    poll_timeout: float = c.RETRIEVE_FUTURE_TIMEOUT
+    # Each option is declared once, here: default, check, environment variable, repr, doc.
+    # Config.new (a keyword each), validation, with_, repr and the docs derive from these.
+    api_key: str | None = option(
+        None,
+        v.api_key,
+        env=c.ENV_API_KEY,
+        env_kind="credential",
+        env_doc="`TINKER_API_KEY`, then the stored key file",
+        shown_default="required (or `credential_cmd`)",
+        show=v.masked_key,
+        secret=True,
+        doc="the credential sent as `X-API-Key`: a static key (`tml-...`) or a JWT (`eyJ...`),"
+        " exchanged for short-lived JWTs when the server asks (see Credentials). Never shown"
+        " in reprs, logs, errors or telemetry (`repr` shows `'tml-***'`)",
+    )
+    credential_cmd: str | None = option(
+        None,
+        v.command,
+        env=c.ENV_CREDENTIAL_CMD,
+        env_kind="credential",
+        show=v.masked,
+        secret=True,
+        doc="a shell command printing a credential (a `tml-` key or a JWT), run whenever a"
+        " fresh one is needed, never at construction: for the first request when there is no"
+        " `api_key`, after a rejection, and for each JWT exchange the server asks it for"
+        " (`credential_default_source`). Its output is never logged; masked in `repr`",
+    )
+    base_url: str = option(
+        c.DEFAULT_BASE_URL,
+        v.base_url,
+        env=c.ENV_BASE_URL,
+        env_doc="`TINKER_BASE_URL` (empty = unset)",
+        shown_default=f"`{c.DEFAULT_BASE_URL}`",
+        blank_means_unset=True,
+        doc="the server's URL, http or https, without credentials, query or fragment; a path"
+        " prefix is kept (`.../services/tinker-prod`), a trailing `/` dropped, an empty"
+        " string means the default",
+    )
+    timeout: float = option(
+        c.DEFAULT_TIMEOUT,
+        v.seconds,
+        unit="s",
+        doc="read timeout of one HTTP request, in seconds (per socket read)",
+    )
+    connect_timeout: float = option(
+        c.DEFAULT_CONNECT_TIMEOUT, v.seconds, unit="s", doc="TCP + TLS connect timeout, in seconds"
+    )
+    max_retries: int = option(
+        c.DEFAULT_MAX_RETRIES,
+        v.retries,
+        doc="transport-level retries of one call (retryable statuses, connection errors,"
+        " timeouts); calls the protocol never retries pass `max_retries=0`",
+    )
+    tags: Sequence[str] = option(
+        (),
+        v.tags,
+        env=c.ENV_TAGS,
+        env_doc="`TINKER_TAGS` (comma-separated)",
+        doc="session tags, deduplicated in order; a str is split on commas",
+    )
+    project_id: str | None = option(
+        None, v.optional_text, env=c.ENV_PROJECT_ID, doc="project sent with `create_session`"
+    )
+    telemetry_enabled: bool = option(
+        True,
+        v.flag,
+        env=c.ENV_TELEMETRY,
+        env_kind="flag",
+        env_doc="`TINKER_TELEMETRY` (`1/true/yes/on` or `0/false/no/off`)",
+        doc="upload SDK telemetry events to the server (a variable holding anything else is a"
+        " `ConfigError`)",
+    )
+    cf_access_client_id: str | None = option(
+        None,
+        v.header_text,
+        env=c.ENV_CF_CLIENT_ID,
+        doc="Cloudflare Access client id, sent as `CF-Access-Client-Id`; given together with"
+        " `cf_access_client_secret` or not at all",
+    )
+    cf_access_client_secret: str | None = option(
+        None,
+        v.header_text,
+        env=c.ENV_CF_CLIENT_SECRET,
+        show=v.masked,
+        secret=True,
+        doc="Cloudflare Access secret, sent as `CF-Access-Client-Secret`; given together with"
+        " `cf_access_client_id` or not at all; masked in `repr`",
+    )
+    default_headers: Mapping[str, str] = option(
+        FrozenMap({}),
+        v.headers,
+        show=v.header_names,
+        doc="extra headers sent with every request to the base URL's origin (values masked in"
+        " `repr`); headers the transport manages (`X-API-Key`, `Content-Type`, `Accept`,"
+        " `Host`, ...) cannot be set here",
+    )
+    user_metadata: Mapping[str, str] = option(
+        FrozenMap({}), v.metadata, doc="`str -> str` metadata sent with `create_session`"
+    )
+    verify_tls: bool = option(
+        True,
+        v.flag,
+        doc="verify server certificates; turning it off must be explicit, and the transport"
+        " logs a WARNING once per tenant when it builds a pool without verification",
+    )
+    ca_bundle: str | None = option(
+        None,
+        v.ca_bundle,
+        shown_default="`None` (certifi's bundle)",
+        doc="a CA bundle file or directory used instead of certifi's bundle; contradicts"
+        " `verify_tls=False`",
+    )
+    proxy: str | None = option(
+        None,
+        v.proxy,
+        show=v.proxy_shown,
+        doc="an explicit `http://` or `https://` proxy URL for every request (credentials"
+        " allowed, masked in `repr`); when None, `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and"
+        " `NO_PROXY` (any case) are honoured, read once per tenant when its pool is built",
+    )
+    http_pool_size: int = option(
+        c.HTTP_POOL_SIZE, v.count, doc="keep-alive connections kept per origin"
+    )
+    http_pool_block: bool = option(
+        c.HTTP_POOL_BLOCK,
+        v.flag,
+        doc="when every pooled connection is busy: wait for one (`True`) or open an extra"
+        " connection that is closed after use (`False`)",
+    )
+    max_response_bytes: int = option(
+        c.HTTP_MAX_RESPONSE_BYTES,
+        v.count,
+        shown_default="1 GiB",
+        doc="the largest answer body read into memory; a bigger one raises"
+        " `ResponseTooLargeError` (streamed downloads are not bounded)",
+    )
+    max_chunk_datums: int = option(
+        c.CHUNK_MAX_DATUMS,
+        v.count,
+        doc="most datums per forward_backward chunk (the server's `client/config`"
+        " announcement wins when present)",
+    )
+    max_chunk_tokens: int = option(
+        c.CHUNK_MAX_TOKENS,
+        v.count,
+        doc="most tokens per forward_backward chunk (the server's `client/config`"
+        " announcement wins when present)",
+    )
+    sample_max_inflight: int = option(
+        c.SAMPLE_MAX_INFLIGHT,
+        v.count,
+        doc="most samples in flight per sampling client (submitted, result not yet in); the"
+        " server's `sample_max_concurrent_requests` lowers it. Samples beyond it wait in a"
+        " queue that holds no thread",
+    )
+    sample_max_inflight_throttled: int = option(
+        c.SAMPLE_MAX_INFLIGHT_THROTTLED,
+        v.count,
+        doc="most sample submissions at once per API key during the throttle window (10 s)"
+        " after a 429",
+    )
+    sample_max_queued: int | None = option(
+        None,
+        v.optional_count,
+        doc="most samples waiting for an in-flight slot per sampling client; None: unbounded",
+    )
+    sample_queue_full: str = option(
+        "raise",
+        v.queue_full,
+        doc='what `sample()` does when that queue is full: `"raise"` `QueueFullError`, or'
+        ' `"wait"` (block the caller until there is room, within the sample\'s `timeout`)',
+    )
+    sample_dispatch_threads: int = option(
+        c.SAMPLE_DISPATCH_THREADS,
+        v.count,
+        doc="threads per tenant that submit samples and fetch their results",
+    )
+    poll_threads: int = option(
+        c.POLL_THREADS,
+        v.count,
+        doc="threads per tenant for single long polls of samples, used only with servers"
+        " that do not offer batched polling (`retrieve_futures`)",
+    )
+    heartbeat_interval: float = option(
+        c.HEARTBEAT_INTERVAL, v.seconds, unit="s", doc="seconds between session heartbeats"
+    )
+    poll_timeout: float = option(
+        c.RETRIEVE_FUTURE_TIMEOUT,
+        v.seconds,
+        unit="s",
+        doc="read timeout of a `retrieve_future` long poll, in seconds",
+    )
     _tenant_id: str = attrs.field(init=False, eq=False, hash=False)
     # Where api_key / credential_cmd came from (Config.new records it; not part of equality).
     _key_origin: Origin | None = attrs.field(init=False, eq=False, hash=False)
     _cmd_origin: Origin | None = attrs.field(init=False, eq=False, hash=False)
 
-    #: Options whose values are secrets (masked in ``repr``).
-    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"api_key", "cf_access_client_secret", "credential_cmd"}
-    )
+    #: Options whose values are secrets (masked in ``repr``); set from the declarations.
+    SECRET_FIELDS: ClassVar[frozenset[str]]
 
     def __attrs_post_init__(self) -> None:
-        # Normalize and validate every option once; frozen, so assign through object.
-        def put(name: str, value: object) -> None:
-            object.__setattr__(self, name, value)
-
-        put("credential_cmd", _command(self.credential_cmd))
-        put("api_key", _api_key(self.api_key, self.credential_cmd))
-        put("base_url", _base_url(self.base_url))
-        for name in ("timeout", "connect_timeout", "heartbeat_interval", "poll_timeout"):
-            put(name, _number(name, getattr(self, name)))
-        put("max_retries", _integer("max_retries", self.max_retries, minimum=0))
-        for name in (
-            "http_pool_size",
-            "max_response_bytes",
-            "max_chunk_datums",
-            "max_chunk_tokens",
-            "sample_max_inflight",
-            "sample_max_inflight_throttled",
-            "sample_dispatch_threads",
-            "poll_threads",
-        ):
-            put(name, _integer(name, getattr(self, name), minimum=1))
-        if self.sample_max_queued is not None:
-            put(
-                "sample_max_queued",
-                _integer("sample_max_queued", self.sample_max_queued, minimum=1),
-            )
-        if self.sample_queue_full not in ("raise", "wait"):
+        # Validate and normalize every option once (frozen: assign through object), then
+        # the rules that involve two options.
+        for field, spec in declared(Config):
+            object.__setattr__(self, field.name, spec.check(field.name, getattr(self, field.name)))
+        if self.api_key is None and self.credential_cmd is None:
             raise ConfigError(
-                "sample_queue_full", f"expected 'raise' or 'wait', got {self.sample_queue_full!r}"
+                "api_key",
+                f"no credential: pass api_key= or credential_cmd=, set {c.ENV_API_KEY} or "
+                f"{c.ENV_CREDENTIAL_CMD}, or store a key with `tinker auth login` "
+                f"(~/{c.CREDENTIALS_FILE}); static keys start with {c.API_KEY_PREFIX!r}, "
+                f"JWTs with {c.JWT_PREFIX!r}",
             )
-        put("tags", _tags(self.tags))
-        put("project_id", _optional_text("project_id", self.project_id))
-        put("telemetry_enabled", _boolean("telemetry_enabled", self.telemetry_enabled))
-        put("verify_tls", _boolean("verify_tls", self.verify_tls))
-        put("http_pool_block", _boolean("http_pool_block", self.http_pool_block))
-        for name in ("cf_access_client_id", "cf_access_client_secret"):
-            text = _optional_text(name, getattr(self, name))
-            if text is not None:
-                _header_safe(name, text)
-            put(name, text)
         if (self.cf_access_client_id is None) != (self.cf_access_client_secret is None):
             missing = (
                 "cf_access_client_secret"
@@ -464,16 +306,13 @@ class Config:
                 else "cf_access_client_id"
             )
             raise ConfigError(missing, "Cloudflare Access needs both the client id and secret")
-        put("default_headers", _string_map("default_headers", self.default_headers, headers=True))
-        put("user_metadata", _string_map("user_metadata", self.user_metadata, headers=False))
-        put("ca_bundle", _ca_bundle(self.ca_bundle))
         if self.ca_bundle is not None and not self.verify_tls:
             raise ConfigError("ca_bundle", "is set but verify_tls is False; choose one")
-        put("proxy", _proxy(self.proxy))
-        put("_tenant_id", fingerprint(f"{self.base_url}\n{self._credential_identity()}"))
+        put = object.__setattr__
+        put(self, "_tenant_id", fingerprint(f"{self.base_url}\n{self._credential_identity()}"))
         key_given, cmd_given = Origin("given", "api_key"), Origin("given", "credential_cmd")
-        put("_key_origin", None if self.api_key is None else key_given)
-        put("_cmd_origin", None if self.credential_cmd is None else cmd_given)
+        put(self, "_key_origin", None if self.api_key is None else key_given)
+        put(self, "_cmd_origin", None if self.credential_cmd is None else cmd_given)
 
     def _credential_identity(self) -> str:
         # What tells tenants apart: the key, or else the command that produces it.
@@ -520,10 +359,8 @@ class Config:
         """Build a Config: explicit options, else the environment, else the defaults.
 
         ``None`` means "not given". The environment (``env``, default :data:`os.environ`,
-        read once here and never again) supplies ``TINKER_API_KEY``, ``TINKER_CREDENTIAL_CMD``,
-        ``TINKER_BASE_URL`` (empty means unset), ``TINKER_TAGS`` (comma-separated),
-        ``TINKER_PROJECT_ID``, ``TINKER_TELEMETRY`` (``1/true/yes/on`` or ``0/false/no/off``)
-        and ``CLOUDFLARE_ACCESS_CLIENT_ID`` / ``CLOUDFLARE_ACCESS_CLIENT_SECRET``.
+        read once here and never again) supplies the options that name a variable (see the
+        Attributes above, and ``docs/configuration.md``).
 
         The credential comes from the first of: ``api_key``, ``TINKER_API_KEY``, the credential
         command (``credential_cmd``, else ``TINKER_CREDENTIAL_CMD``), and the default key of the
@@ -536,52 +373,19 @@ class Config:
             ConfigError: an option (or the environment variable feeding it) is invalid;
                 ``field`` names the option.
         """
+        # The keywords above are the options, one each (a test holds them to the
+        # declarations), typed for callers; read them back by name.
+        explicit: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("cls", "env")}
         source: Mapping[str, str] = os.environ if env is None else env
-        given: dict[str, Any] = {
-            name: value
-            for name, value in (
-                ("timeout", timeout),
-                ("connect_timeout", connect_timeout),
-                ("max_retries", max_retries),
-                ("default_headers", default_headers),
-                ("user_metadata", user_metadata),
-                ("verify_tls", verify_tls),
-                ("ca_bundle", ca_bundle),
-                ("proxy", proxy),
-                ("http_pool_size", http_pool_size),
-                ("http_pool_block", http_pool_block),
-                ("max_response_bytes", max_response_bytes),
-                ("max_chunk_datums", max_chunk_datums),
-                ("max_chunk_tokens", max_chunk_tokens),
-                ("sample_max_inflight", sample_max_inflight),
-                ("sample_max_inflight_throttled", sample_max_inflight_throttled),
-                ("sample_max_queued", sample_max_queued),
-                ("sample_queue_full", sample_queue_full),
-                ("sample_dispatch_threads", sample_dispatch_threads),
-                ("poll_threads", poll_threads),
-                ("heartbeat_interval", heartbeat_interval),
-                ("poll_timeout", poll_timeout),
-            )
-            if value is not None
-        }
-        from_env: dict[str, Any] = {
-            "base_url": (base_url or None, _env_text(source, c.ENV_BASE_URL)),
-            "tags": (tags, _env_text(source, c.ENV_TAGS)),
-            "project_id": (project_id, _env_text(source, c.ENV_PROJECT_ID)),
-            "telemetry_enabled": (
-                telemetry_enabled,
-                _env_flag(source, c.ENV_TELEMETRY, "telemetry_enabled"),
-            ),
-            "cf_access_client_id": (cf_access_client_id, _env_text(source, c.ENV_CF_CLIENT_ID)),
-            "cf_access_client_secret": (
-                cf_access_client_secret,
-                _env_text(source, c.ENV_CF_CLIENT_SECRET),
-            ),
-        }
-        for name, (explicit, environ) in from_env.items():
-            chosen = explicit if explicit is not None else environ
-            if chosen is not None:
-                given[name] = chosen
+        given: dict[str, Any] = {}
+        for field, spec in declared(cls):
+            value = explicit[field.name]
+            if spec.env_kind == "credential":
+                continue
+            if value is None or (spec.blank_means_unset and value == ""):
+                value = env_value(spec, field.name, source)
+            if value is not None:
+                given[field.name] = value
         key, key_origin, command, cmd_origin = _credential_sources(
             api_key, credential_cmd, source, env is None
         )
@@ -596,7 +400,7 @@ class Config:
         Raises:
             ConfigError: an unknown option name, or an invalid value.
         """
-        known = {a.name for a in attrs.fields(Config) if a.init}
+        known = {field.name for field, _ in declared(Config)}
         for name in changes:
             if name not in known:
                 raise ConfigError(name, "unknown option")
@@ -644,22 +448,16 @@ class Config:
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:
-        shown: list[str] = []
-        for a in attrs.fields(Config):
-            if not a.init:
-                continue
-            value = getattr(self, a.name)
-            if a.name == "api_key":
-                text = "None" if value is None else repr(mask_key(value))
-            elif a.name in self.SECRET_FIELDS:
-                text = "None" if value is None else repr(REDACTED)
-            elif a.name == "default_headers":
-                text = repr(dict.fromkeys(value, REDACTED))
-            elif a.name == "proxy" and value is not None:
-                text = repr(redact_url(value))
-            else:
-                text = repr(value)
-            shown.append(f"{a.name}={text}")
+        shown = [
+            f"{field.name}={'None' if value is None else spec.show(value)}"
+            for field, spec in declared(Config)
+            for value in (getattr(self, field.name),)
+        ]
         return f"Config({', '.join(shown)})"
 
     __str__ = __repr__
+
+
+Config.SECRET_FIELDS = frozenset(field.name for field, spec in declared(Config) if spec.secret)
+# The reference of every option, derived from the declarations (pydoc, docs/api).
+Config.__doc__ = f"{inspect.cleandoc(Config.__doc__ or '')}\n\n{attributes_section(Config)}\n"

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import orjson
 import pytest
 from _servers import ServerHandle
@@ -254,6 +255,13 @@ def test_bad_input_and_closed_client(service: ServiceClient, sampler: SamplingCl
         (lambda: sampler.sample(PROMPT, params, num_samples=0), "num_samples"),
         (lambda: sampler.sample(PROMPT, params, prompt_logprobs="yes"), "prompt_logprobs"),  # type: ignore[arg-type]
         (lambda: sampler.sample(PROMPT, params, topk_prompt_logprobs=-1), "topk_prompt_logprobs"),
+        # SampleRequest checks these; the error names the argument as the caller spelled it.
+        (lambda: sampler.sample(PROMPT, params, topk_sample_logprobs=-1), "topk_sample_logprobs"),
+        (
+            lambda: sampler.sample(PROMPT, params, prompt_logprobs_last_n=2),
+            "prompt_logprobs_last_n",
+        ),
+        (lambda: sampler.sample(PROMPT, params, num_samples=1.0), "num_samples"),  # type: ignore[arg-type]
         (lambda: sampler.sample(PROMPT, params, timeout=0), "timeout"),
         (lambda: sampler.sample(PROMPT, params, await_timeout=float("nan")), "await_timeout"),
     ]
@@ -269,6 +277,12 @@ def test_bad_input_and_closed_client(service: ServiceClient, sampler: SamplingCl
     with pytest.raises(ClientClosedError):
         sampler.sample(PROMPT, params)
     assert sampler.closed
+
+
+def test_numpy_counts_are_accepted(sampler: SamplingClient) -> None:
+    params = types.SamplingParams(max_tokens=2)
+    response = sampler.sample(PROMPT, params, num_samples=np.int64(2)).result(timeout=30)  # type: ignore[arg-type]
+    assert len(response.sequences) == 2
 
 
 class _FailFirstAsample:

@@ -189,6 +189,12 @@ def test_bad_input_is_rejected_before_sending(null_server: ServerHandle) -> None
             (lambda: training.optim_step({"learning_rate": -1.0}), None),  # type: ignore[arg-type]
             (lambda: training.save_state(""), "name"),
             (lambda: training.save_state("a", ttl_seconds=0), "ttl_seconds"),
+            (lambda: training.save_state("a", overwrite="yes"), "overwrite"),  # type: ignore[arg-type]
+            (lambda: training.save_state("a", user_metadata={"k": 1}), "user_metadata.k"),  # type: ignore[dict-item]
+            (
+                lambda: training.save_weights_for_sampler("a", sampling_session_seq_id=-1),
+                "sampling_session_seq_id",
+            ),
             (lambda: training.load_state("weights/x"), "path"),
             (lambda: training.save_weights_for_sampler("a/b"), "name"),
             (lambda: training.create_sampling_client_async("not-a-path"), "model_path"),

@@ -7,10 +7,13 @@ import datetime as dt
 import math
 from typing import Any, get_args
 
+import numpy as np
+import orjson
 import pytest
 
 from tinkex_actors import types as t
 from tinkex_actors.errors import InvalidTinkerPathError, ValidationError
+from tinkex_actors.wire import to_jsonable
 
 MI = t.ModelInput.from_ints([1, 2])
 SP = t.SamplingParams(max_tokens=4)
@@ -506,3 +509,21 @@ def test_optimizer_families() -> None:
     assert step.optim_params is dimuon
     adam = t.AdamParams()
     assert t.OptimStepRequest.of(adam, "m").optim_params is adam
+
+
+def test_numpy_integers_are_stored_as_plain_ints() -> None:
+    # Request bodies are encoded by JSON encoders that know only Python numbers.
+    request = t.SampleRequest(
+        prompt=MI, sampling_params=SP, num_samples=np.int64(2), topk_prompt_logprobs=np.int32(3)
+    )
+    assert (request.num_samples, request.topk_prompt_logprobs) == (2, 3)
+    assert type(request.num_samples) is int
+    assert type(request.topk_prompt_logprobs) is int
+    saved = t.SaveWeightsRequest(model_id="m", ttl_seconds=np.uint16(60))
+    assert type(saved.ttl_seconds) is int
+    assert saved == t.SaveWeightsRequest(model_id="m", ttl_seconds=60)
+    # The sampling flow encodes with plain orjson (no numpy support).
+    assert orjson.loads(orjson.dumps(to_jsonable(request)))["num_samples"] == 2
+    with pytest.raises(ValidationError) as info:
+        t.SampleRequest(prompt=MI, sampling_params=SP, num_samples=np.int64(0))
+    assert info.value.field == "SampleRequest.num_samples"

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 from tinkex_actors._logging import get_logger
-from tinkex_actors.errors import ClientClosedError, ValidationError
+from tinkex_actors._scalar_checks import positive_int
+from tinkex_actors.errors import ClientClosedError
 from tinkex_actors.futures import ActorFuture
 
 __all__ = ["WorkerPool"]
@@ -44,10 +45,7 @@ class WorkerPool:
     def __init__(
         self, max_workers: int, *, name: str = "tinkex-worker", idle_timeout: float = 30.0
     ) -> None:
-        bound: object = max_workers  # checked at run time: callers may pass anything
-        if isinstance(bound, bool) or not isinstance(bound, int) or bound < 1:
-            raise ValidationError("must be a positive int", field="max_workers")
-        self._max_workers = max_workers
+        self._max_workers = positive_int(max_workers, "max_workers")
         self._name = f"{name}-{next(_pool_ids)}"
         self._idle_timeout = idle_timeout
         self._lock = threading.Lock()

@@ -1,13 +1,19 @@
 """Input checks the facades run in the caller's thread, before anything is sent.
 
-Each raises :class:`~tinkex_actors.errors.ValidationError` naming the argument.
+Each raises :class:`~tinkex_actors.errors.ValidationError` naming the argument. Only rules a
+facade owns live here (a checkpoint name holds no ``/``, a prompt is not empty, a mapping may
+stand for an options object); what a request type's constructor checks is checked there, once:
+:func:`build` constructs the request from the call's arguments and names a rejected argument
+as the caller spelled it. Scalar rules come from :mod:`tinkex_actors._scalar_checks`.
 """
 
 from __future__ import annotations
 
-import math
+import re
 from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
+from tinkex_actors import _scalar_checks as sc
 from tinkex_actors._constants import TINKER_SCHEME
 from tinkex_actors.errors import InvalidTinkerPathError, ValidationError
 from tinkex_actors.types import (
@@ -23,11 +29,11 @@ from tinkex_actors.types import (
 )
 
 __all__ = [
-    "check_adam",
+    "build",
     "check_forward_input",
     "check_lora",
-    "check_model_name",
     "check_metadata",
+    "check_model_name",
     "check_name",
     "check_optim_params",
     "check_optimizer",
@@ -35,42 +41,58 @@ __all__ = [
     "check_sampling_params",
     "check_seconds",
     "check_tinker_path",
-    "check_ttl",
-    "boolean",
-    "non_negative_int",
-    "positive_int",
+    "snapshot_map",
 ]
 
+T = TypeVar("T")
+# Where an attribute's name ends in a field path: "data[0].x" -> "data", "meta.k" -> "meta".
+_ATTRIBUTE_END = re.compile(r"[.\[]")
 
-def _type(value: object) -> str:
-    return type(value).__name__
+
+def build(cls: type[T], given: Mapping[str, object], /, **fixed: object) -> T:
+    """``cls(**given, **fixed)``: a request type built from a call's arguments and checked by
+    its own constructor, once.
+
+    A :class:`~tinkex_actors.errors.ValidationError` about one of ``given`` (the caller's
+    arguments) is raised again naming the argument as the caller spelled it
+    (``num_samples``, not ``SampleRequest.num_samples``), with the same class and message.
+    ``fixed`` holds the client's own values: an error about one of them keeps its full name.
+    """
+    try:
+        return cls(**given, **fixed)
+    except ValidationError as exc:
+        field = exc.field or ""
+        prefix = f"{cls.__name__}."
+        short = field.removeprefix(prefix)
+        if short == field or _ATTRIBUTE_END.split(short, maxsplit=1)[0] not in given:
+            raise
+        message = str(exc).removeprefix(f"{field}: ")
+        raise type(exc)(message, field=short) from None
+
+
+def snapshot_map(value: object) -> object:
+    """A ``dict`` copy of a mapping argument (a caller's later change must not reach a request
+    that is encoded later); anything else as it is, for the request type to reject."""
+    return dict(value) if isinstance(value, Mapping) else value
 
 
 def check_forward_input(
     data: Iterable[Datum], loss_fn: str, loss_fn_config: Mapping[str, float | str] | None
 ) -> ForwardBackwardInput:
-    """A non-empty batch of well-formed datums and a known loss.
+    """A non-empty batch of well-formed datums and a loss name.
 
-    Each datum's per-token loss inputs must be as long as its model input.
+    :class:`ForwardBackwardInput` checks the types; the client adds that the batch is not
+    empty and that each datum's per-token loss inputs are as long as its model input.
     """
     raw: object = data
-    if isinstance(raw, Datum | str | bytes | Mapping) or not isinstance(raw, Iterable):
-        raise ValidationError(f"expected a list of Datum, got {_type(raw)}", field="data")
-    items = list(data)
-    if not items:
+    if isinstance(raw, Mapping):  # would pass as an iterable of its keys
+        raise ValidationError(f"expected a list of Datum, got {sc.type_name(raw)}", field="data")
+    batch = build(
+        ForwardBackwardInput,
+        {"data": data, "loss_fn": loss_fn, "loss_fn_config": loss_fn_config},
+    )
+    if not batch.data:
         raise ValidationError("expected at least one Datum, got an empty list", field="data")
-    for i, datum in enumerate(items):
-        if not isinstance(datum, Datum):
-            raise ValidationError(f"expected Datum, got {_type(datum)}", field=f"data[{i}]")
-    given: object = loss_fn
-    if not isinstance(given, str):
-        raise ValidationError(f"expected a loss name (str), got {_type(given)}", field="loss_fn")
-    try:
-        batch = ForwardBackwardInput(data=items, loss_fn=loss_fn, loss_fn_config=loss_fn_config)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        field = exc.field or ""
-        short = field.removeprefix("ForwardBackwardInput.") or None
-        raise ValidationError(str(exc).split(": ", 1)[-1], field=short) from None
     for i, datum in enumerate(batch.data):
         _check_datum(datum, i)
     return batch
@@ -97,16 +119,21 @@ def _check_datum(datum: Datum, index: int) -> None:
             )
 
 
+def _options(cls: type[T], value: object, field: str) -> T:
+    """``value`` if it is a ``cls``, else ``cls(**value)`` for a mapping of its fields."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return cls(**value)
+        except TypeError as exc:  # an unknown or missing field name
+            raise ValidationError(str(exc), field=field) from None
+    raise ValidationError(f"expected {cls.__name__}, got {sc.type_name(value)}", field=field)
+
+
 def check_adam(adam_params: object) -> AdamParams:
     """An :class:`AdamParams` (a mapping of its fields is accepted)."""
-    if isinstance(adam_params, AdamParams):
-        return adam_params
-    if isinstance(adam_params, Mapping):
-        try:
-            return AdamParams(**adam_params)
-        except TypeError as exc:
-            raise ValidationError(str(exc), field="adam_params") from None
-    raise ValidationError(f"expected AdamParams, got {_type(adam_params)}", field="adam_params")
+    return _options(AdamParams, adam_params, "adam_params")
 
 
 def check_optim_params(optim_params: object, adam_params: object = None) -> OptimParams:
@@ -137,40 +164,24 @@ def check_optim_params(optim_params: object, adam_params: object = None) -> Opti
             field="optim_params.type",
         )
     raise ValidationError(
-        f"expected AdamParams or DimuonParams, got {_type(optim_params)}", field="optim_params"
+        f"expected AdamParams or DimuonParams, got {sc.type_name(optim_params)}",
+        field="optim_params",
     )
 
 
 def check_optimizer(optimizer: object, field: str = "optimizer") -> OptimizerConfig:
     """An :class:`OptimizerConfig`, a mapping of its fields, or None (AdamW)."""
-    if optimizer is None:
-        return OptimizerConfig()
-    if isinstance(optimizer, OptimizerConfig):
-        return optimizer
-    if isinstance(optimizer, Mapping):
-        try:
-            return OptimizerConfig(**optimizer)
-        except TypeError as exc:
-            raise ValidationError(str(exc), field=field) from None
-    raise ValidationError(f"expected OptimizerConfig, got {_type(optimizer)}", field=field)
+    return OptimizerConfig() if optimizer is None else _options(OptimizerConfig, optimizer, field)
 
 
 def check_lora(lora_config: object, field: str = "lora_config") -> LoraConfig | None:
     """A :class:`LoraConfig`, a mapping of its fields, or None."""
-    if lora_config is None or isinstance(lora_config, LoraConfig):
-        return lora_config
-    if isinstance(lora_config, Mapping):
-        try:
-            return LoraConfig(**lora_config)
-        except TypeError as exc:
-            raise ValidationError(str(exc), field=field) from None
-    raise ValidationError(f"expected LoraConfig, got {_type(lora_config)}", field=field)
+    return None if lora_config is None else _options(LoraConfig, lora_config, field)
 
 
 def check_name(name: object, field: str) -> str:
     """A non-empty string without ``/`` (checkpoint names become path segments)."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationError(f"expected a non-empty str, got {name!r}", field=field)
+    name = sc.check_str(name, field, nonblank=True)
     if "/" in name:
         raise ValidationError(f"must not contain '/', got {name!r}", field=field)
     return name
@@ -184,7 +195,9 @@ def check_tinker_path(path: object, field: str) -> str:
     the canonical ``tinker://<run>/<kind>/<name>``.
     """
     if not isinstance(path, str):
-        raise ValidationError(f"expected a tinker:// path (str), got {_type(path)}", field=field)
+        raise ValidationError(
+            f"expected a tinker:// path (str), got {sc.type_name(path)}", field=field
+        )
     rest = path.removeprefix(TINKER_SCHEME)
     if rest == path or not rest.strip("/"):
         raise InvalidTinkerPathError(
@@ -199,49 +212,21 @@ def check_tinker_path(path: object, field: str) -> str:
     return path
 
 
-def check_ttl(ttl_seconds: object) -> int | None:
-    """None, or a positive int of seconds."""
-    if ttl_seconds is None:
-        return None
-    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or ttl_seconds < 1:
-        raise ValidationError(
-            f"expected None or a positive int of seconds, got {ttl_seconds!r}", field="ttl_seconds"
-        )
-    return ttl_seconds
-
-
 def check_seconds(value: object, field: str) -> float | None:
     """None, or a positive finite number of seconds."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(
-            f"expected seconds (a number) or None, got {_type(value)}", field=field
-        )
-    if not math.isfinite(value) or value <= 0:
-        raise ValidationError(f"must be a positive finite number, got {value!r}", field=field)
-    return float(value)
+    return None if value is None else sc.check_seconds(value, field)
 
 
 def check_metadata(value: object, field: str = "user_metadata") -> dict[str, str] | None:
-    """None, or a mapping of str to str."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ValidationError(f"expected a mapping of str to str, got {_type(value)}", field=field)
-    for key, item in value.items():
-        if not isinstance(key, str) or not isinstance(item, str):
-            raise ValidationError(
-                f"keys and values must be str, got {_type(key)} -> {_type(item)}", field=field
-            )
-    return dict(value)
+    """None, or a mapping of str to str (copied)."""
+    return None if value is None else sc.check_str_map(value, field)
 
 
 def check_prompt(prompt: object) -> ModelInput:
     """A non-empty :class:`ModelInput`."""
     if not isinstance(prompt, ModelInput):
         raise ValidationError(
-            f"expected a ModelInput (ModelInput.from_ints(tokens)), got {_type(prompt)}",
+            f"expected a ModelInput (ModelInput.from_ints(tokens)), got {sc.type_name(prompt)}",
             field="prompt",
         )
     if not prompt.chunks:
@@ -253,44 +238,9 @@ def check_prompt(prompt: object) -> ModelInput:
 
 def check_sampling_params(params: object) -> SamplingParams:
     """A :class:`SamplingParams` (a mapping of its fields is accepted)."""
-    if isinstance(params, SamplingParams):
-        return params
-    if isinstance(params, Mapping):
-        try:
-            return SamplingParams(**params)
-        except TypeError as exc:
-            raise ValidationError(str(exc), field="sampling_params") from None
-    raise ValidationError(f"expected SamplingParams, got {_type(params)}", field="sampling_params")
+    return _options(SamplingParams, params, "sampling_params")
 
 
 def check_model_name(value: object, field: str = "base_model") -> str:
     """A non-empty model name."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f"expected a model name, got {value!r}", field=field)
-    return value
-
-
-def positive_int(value: object, field: str) -> int:
-    """An int >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(f"expected an int >= 1, got {value!r}", field=field)
-    return value
-
-
-def non_negative_int(value: object, field: str) -> int:
-    """An int >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"expected an int >= 0, got {value!r}", field=field)
-    return value
-
-
-def optional_non_negative_int(value: object, field: str) -> int | None:
-    """None, or an int >= 0."""
-    return None if value is None else non_negative_int(value, field)
-
-
-def boolean(value: object, field: str) -> bool:
-    """A bool."""
-    if not isinstance(value, bool):
-        raise ValidationError(f"expected a bool, got {_type(value)}", field=field)
-    return value
+    return sc.check_str(value, field, nonblank=True)

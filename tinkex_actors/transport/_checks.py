@@ -1,5 +1,9 @@
 """Checks on per-call input: every bad argument is a ``ValidationError`` naming it, raised
 before anything is sent. Header values are never echoed (they may be secrets).
+
+The rules the transport owns live here (paths, query strings, which headers a call may set,
+idempotency tokens); what a number of seconds, a retry count or a header-safe value is comes
+from :mod:`tinkex_actors._scalar_checks`, shared with Config and the clients.
 """
 
 from __future__ import annotations
@@ -10,6 +14,13 @@ from collections.abc import Mapping
 from typing import Final
 
 from tinkex_actors import _constants as c
+from tinkex_actors._scalar_checks import (
+    check_header_name,
+    check_header_value,
+    check_seconds,
+    header_safe,
+    non_negative_int,
+)
 from tinkex_actors.errors import ValidationError
 
 __all__ = [
@@ -31,8 +42,8 @@ _BAD_PATH_CHARS: Final = re.compile(r"[?#\s\x00-\x1f\x7f]")
 _PATH_SAFE: Final = "/:@!$&'()*+,;=-._~%"
 # ... in one segment (an id): the same without "/" and "%" (an id is data, not a path).
 _SEGMENT_SAFE: Final = ":@!$&'()*+,;=-._~"
-_BAD_HEADER_VALUE: Final = re.compile(r"[^\t\x20-\x7e]")
-_TOKEN: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Past this, socket timeouts overflow the platform's time types.
+_MAX_TIMEOUT: Final = 1e9
 _VISIBLE: Final = re.compile(r"[\x21-\x7e]+")
 # A call may not set these: the transport or the HTTP library owns them.
 _CALL_FORBIDDEN: Final = frozenset(
@@ -53,29 +64,23 @@ def check_body(body: object) -> bytes | None:
 
 def check_iteration(value: object) -> int:
     """A retrieve_future poll iteration: an int >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"must be an int >= 0, got {value!r}", field="iteration")
-    return value
+    return non_negative_int(value, "iteration")
 
 
 def check_media(value: object, field: str) -> None:
     """A Content-Type / Accept value: a non-empty header-safe str."""
-    if not isinstance(value, str) or not value or _BAD_HEADER_VALUE.search(value) is not None:
+    if not isinstance(value, str) or not value or not header_safe(value):
         raise ValidationError(f"must be a media type str without CR/LF, got {value!r}", field=field)
 
 
 def check_timeout(value: object) -> float:
     """A per-call read timeout in seconds: a number > 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
-        raise ValidationError(f"must be a number of seconds > 0, got {value!r}", field="timeout")
-    return float(value)
+    return check_seconds(value, "timeout", maximum=_MAX_TIMEOUT)
 
 
 def check_retries(value: object) -> int:
     """A per-call retry budget: an int >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"must be an int >= 0, got {value!r}", field="max_retries")
-    return value
+    return non_negative_int(value, "max_retries")
 
 
 def check_path(path: object) -> str:
@@ -139,15 +144,10 @@ def check_headers(headers: object) -> Mapping[str, str]:
             f"expected a mapping of str to str, got {type(headers).__name__}", field="headers"
         )
     for name, value in headers.items():
-        if not isinstance(name, str) or not _TOKEN.match(name):
-            raise ValidationError(f"{name!r} is not a valid header name", field="headers")
+        check_header_name(name, "headers")
         if name.lower() in _CALL_FORBIDDEN:
             raise ValidationError(f"{name!r} is set by the transport", field="headers")
-        if not isinstance(value, str) or _BAD_HEADER_VALUE.search(value) is not None:
-            raise ValidationError(
-                f"the value of {name!r} must be a str of printable ASCII (no CR, LF or NUL)",
-                field="headers",
-            )
+        check_header_value(value, "headers", what=f"the value of {name!r}")
     return headers
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tinkex_actors import _constants as c
 from tinkex_actors import telemetry
+from tinkex_actors._scalar_checks import positive_int
 from tinkex_actors.errors import (
     BODY_EXCERPT_LIMIT,
     APIConnectionError,
@@ -53,9 +54,7 @@ def open_stream(
     if method not in ("GET", "HEAD"):
         raise ValidationError(f"must be GET or HEAD, got {method!r}", field="method")
     url = _stream_url(transport, url)
-    size: object = chunk_size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValidationError(f"must be an int >= 1, got {size!r}", field="chunk_size")
+    chunk_size = positive_int(chunk_size, "chunk_size")
     extra = dict(check_headers(headers)) if headers else {}
     timeouts = transport._timeouts
     if timeout is not None:

@@ -267,7 +267,7 @@ def _check_loss_fn_config(instance: object, attribute: attrs.Attribute[Any], val
         if not isinstance(key, str):
             raise ValidationError(f"keys must be strings, got {v.type_name(key)}", field=field)
         if not isinstance(item, str):
-            v.check_float(item, f"{field}.{key}")
+            v.check_number(item, f"{field}.{key}")
 
 
 @attrs.frozen(kw_only=True, field_transformer=typed)

@@ -5,6 +5,11 @@ checks the value against the field's annotation (resolved on first use, then cac
 ``str``, ``int`` (not bool), ``float`` (int accepted), ``bool``, ``datetime``, enums,
 ``Literal``, ``X | None``, ``list``/``tuple``/``dict`` of those, attrs classes and ``Any``.
 Lists of numbers are checked with one C-level pass over the element types.
+
+These are checks of structure (a value's type against its annotation, exact types, no numpy
+scalars: decoded JSON never holds them). Rules about values (ranges, non-empty, finite) are
+written as explicit validators with :mod:`tinkex_actors.types._validate`, which takes them from
+the shared :mod:`tinkex_actors._scalar_checks`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import attrs
 
+from tinkex_actors._scalar_checks import type_name
 from tinkex_actors.errors import ValidationError
 
 __all__ = ["typed"]
@@ -46,7 +52,7 @@ def _validator(name: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
 
 
 def _fail(value: Any, field: str, expected: str) -> typing.NoReturn:
-    raise ValidationError(f"expected {expected}, got {type(value).__name__}", field=field)
+    raise ValidationError(f"expected {expected}, got {type_name(value)}", field=field)
 
 
 def _compile(t: Any) -> Check:

@@ -1,19 +1,48 @@
 """attrs validators that raise :class:`~tinkex_actors.errors.ValidationError` naming the field.
 
 Each factory returns a validator ``(instance, attribute, value)``; the error's ``field`` is
-``"<ClassName>.<attribute>"``. Booleans are never accepted where a number is expected (``True``
-is an ``int`` in Python, but never what a caller meant for a rank or a token count).
+``"<ClassName>.<attribute>"``. The rules themselves (what an int, a number, a bool, a
+non-empty string is) are :mod:`tinkex_actors._scalar_checks`'s, shared with Config, the
+facades and the transport; this module adapts them to attrs and re-exports the few the wire
+types call directly (``check_int``, ``check_number``, ``is_int``, ``type_name``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, SupportsIndex, cast
+from typing import Any
 
 import attrs
 
+from tinkex_actors._scalar_checks import (
+    check_bool,
+    check_int,
+    check_number,
+    check_str,
+    check_str_map,
+    is_int,
+    type_name,
+)
 from tinkex_actors.errors import ValidationError
+
+__all__ = [
+    "SEND_NULL",
+    "bool_field",
+    "check_int",
+    "check_number",
+    "float_field",
+    "instance_of",
+    "int_field",
+    "is_int",
+    "list_of",
+    "one_of",
+    "path",
+    "set_floats",
+    "str_field",
+    "str_list",
+    "str_mapping",
+    "type_name",
+]
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
@@ -23,81 +52,24 @@ def path(instance: object, attribute: attrs.Attribute[Any]) -> str:
     return f"{type(instance).__name__}.{attribute.alias or attribute.name}"
 
 
-def type_name(value: object) -> str:
-    """A short name of a value's type for messages (never the value itself)."""
-    return type(value).__name__
-
-
-def is_int(value: object) -> bool:
-    """True for a real integer (``int`` or a numpy integer), never for ``bool``."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    return type(value).__module__ == "numpy" and hasattr(value, "__index__")
-
-
-def is_number(value: object) -> bool:
-    """True for an int or a float (numpy scalars included), never for ``bool``."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int | float):
-        return True
-    return type(value).__module__ == "numpy" and hasattr(value, "__float__")
-
-
-def check_int(
-    value: object, field: str, *, minimum: int | None = None, maximum: int | None = None
-) -> int:
-    """Return ``value`` as an int, or raise naming ``field``."""
-    if not is_int(value):
-        raise ValidationError(f"expected an integer, got {type_name(value)}", field=field)
-    result = int(cast("SupportsIndex", value))
-    if minimum is not None and result < minimum:
-        raise ValidationError(f"must be >= {minimum}, got {result}", field=field)
-    if maximum is not None and result > maximum:
-        raise ValidationError(f"must be <= {maximum}, got {result}", field=field)
-    return result
-
-
-def check_float(
-    value: object,
-    field: str,
-    *,
-    minimum: float | None = None,
-    below: float | None = None,
-    above: float | None = None,
-    maximum: float | None = None,
-) -> float:
-    """Return ``value`` as a finite float within the bounds, or raise naming ``field``."""
-    if not is_number(value):
-        raise ValidationError(f"expected a number, got {type_name(value)}", field=field)
-    result = float(cast("float", value))
-    if not math.isfinite(result):
-        raise ValidationError(f"must be finite, got {result}", field=field)
-    if minimum is not None and result < minimum:
-        raise ValidationError(f"must be >= {minimum}, got {result}", field=field)
-    if above is not None and result <= above:
-        raise ValidationError(f"must be > {above}, got {result}", field=field)
-    if below is not None and result >= below:
-        raise ValidationError(f"must be < {below}, got {result}", field=field)
-    if maximum is not None and result > maximum:
-        raise ValidationError(f"must be <= {maximum}, got {result}", field=field)
-    return result
-
-
 # ------------------------------------------------------------------------------ validators
 
 
 def int_field(
     *, minimum: int | None = None, maximum: int | None = None, optional: bool = False
 ) -> Validator:
-    """Validator: an int (not bool) within bounds; ``None`` allowed when ``optional``."""
+    """Validator: an int (not bool) within bounds; ``None`` allowed when ``optional``.
+
+    A numpy integer is stored as the plain ``int`` it stands for: request bodies are encoded
+    by JSON encoders that know only Python numbers.
+    """
 
     def validate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if value is None and optional:
             return
-        check_int(value, path(instance, attribute), minimum=minimum, maximum=maximum)
+        result = check_int(value, path(instance, attribute), minimum=minimum, maximum=maximum)
+        if type(value) is not int:
+            object.__setattr__(instance, attribute.name, result)
 
     return validate
 
@@ -115,7 +87,7 @@ def float_field(
     def validate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if value is None and optional:
             return
-        check_float(
+        check_number(
             value,
             path(instance, attribute),
             minimum=minimum,
@@ -133,12 +105,7 @@ def str_field(*, nonempty: bool = False, optional: bool = False) -> Validator:
     def validate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if value is None and optional:
             return
-        if not isinstance(value, str):
-            raise ValidationError(
-                f"expected a string, got {type_name(value)}", field=path(instance, attribute)
-            )
-        if nonempty and not value:
-            raise ValidationError("must not be empty", field=path(instance, attribute))
+        check_str(value, path(instance, attribute), nonempty=nonempty)
 
     return validate
 
@@ -149,10 +116,7 @@ def bool_field(*, optional: bool = False) -> Validator:
     def validate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if value is None and optional:
             return
-        if not isinstance(value, bool):
-            raise ValidationError(
-                f"expected a bool, got {type_name(value)}", field=path(instance, attribute)
-            )
+        check_bool(value, path(instance, attribute))
 
     return validate
 
@@ -229,45 +193,21 @@ def list_of(cls: type | tuple[type, ...], *, optional: bool = False) -> Validato
     return validate
 
 
-def str_mapping(
-    *, values: type | tuple[type, ...] | None = None, optional: bool = False
-) -> Validator:
-    """Validator: a mapping with string keys (and values of ``values`` when given)."""
+def str_mapping(*, values: type[str] | None = None, optional: bool = False) -> Validator:
+    """Validator: a mapping with string keys; with ``values=str``, of ``str`` to ``str``."""
 
     def validate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if value is None and optional:
             return
         field = path(instance, attribute)
-        if not isinstance(value, Mapping):
-            raise ValidationError(f"expected a mapping, got {type_name(value)}", field=field)
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValidationError(f"keys must be strings, got {type_name(key)}", field=field)
-            if values is not None and not isinstance(item, values):
-                raise ValidationError(
-                    f"expected a {getattr(values, '__name__', 'value')}, got {type_name(item)}",
-                    field=f"{field}.{key}",
-                )
-
-    return validate
-
-
-def number_mapping(*, optional: bool = False) -> Validator:
-    """Validator: ``{str: finite number}`` (metrics)."""
-
-    def validate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if value is None and optional:
+        if values is str:
+            check_str_map(value, field)
             return
-        field = path(instance, attribute)
         if not isinstance(value, Mapping):
             raise ValidationError(f"expected a mapping, got {type_name(value)}", field=field)
-        for key, item in value.items():
+        for key in value:
             if not isinstance(key, str):
                 raise ValidationError(f"keys must be strings, got {type_name(key)}", field=field)
-            if not is_number(item):
-                raise ValidationError(
-                    f"expected a number, got {type_name(item)}", field=f"{field}.{key}"
-                )
 
     return validate
 
