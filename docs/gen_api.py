@@ -8,7 +8,7 @@ their constructor signature, docstring, public methods and properties; functions
 signature and docstring; constants with their value. Google-style docstring sections (Args,
 Returns, Raises, Attributes, ...) become lists; reST roles and literal blocks become Markdown.
 The output is deterministic (no addresses, sets sorted), so the committed pages can be
-compared with a fresh run: ``tests/test_api_docs.py`` fails when they differ.
+compared with a fresh run: ``tests/test_docs.py`` fails when they differ.
 
 Every module of the package whose name has no ``_``-prefixed part is either documented
 (:data:`PUBLIC`) or declared internal (:data:`INTERNAL`); the test checks that too, so a new
@@ -77,12 +77,12 @@ INTERNAL: dict[str, str] = {
     "tinkex_actors.server.completions": "server internals (retrieve_futures, docs/server.md)",
     "tinkex_actors.server.engine_host": "server internals",
     "tinkex_actors.server.exports": "server internals (save_weights_external, docs/server.md)",
-    "tinkex_actors.server.futures": "server internals",
     "tinkex_actors.server.http_errors": "server internals",
     "tinkex_actors.server.idempotency": "server internals",
     "tinkex_actors.server.latency": "server internals (latency model, docs/server.md)",
     "tinkex_actors.server.middleware": "server internals",
     "tinkex_actors.server.payloads": "server internals",
+    "tinkex_actors.server.pending": "server internals (queued requests and their results)",
     "tinkex_actors.server.persistence": "server internals (live models across restarts)",
     "tinkex_actors.server.rate_limit": "server internals (--rate-limit, docs/server.md)",
     "tinkex_actors.server.request_log": "server internals (the request log, docs/server.md)",
@@ -419,7 +419,7 @@ def index_page() -> str:
         "# API reference",
         "",
         "Generated from the docstrings by `python docs/gen_api.py` (do not edit by hand:",
-        "`tests/test_api_docs.py` fails when these pages are stale). The guides are in",
+        "`tests/test_docs.py` fails when these pages are stale). The guides are in",
         "[the docs index](../index.md).",
         "",
         "| module | what |",

@@ -21,8 +21,8 @@ from google.protobuf.message import DecodeError
 from tinkex_actors._constants import CONTENT_JSON, CONTENT_PROTOBUF, HEADER_IDEMPOTENCY_KEY
 from tinkex_actors._logging import get_logger
 from tinkex_actors.server.completions import LogKey
-from tinkex_actors.server.futures import ResultKind
 from tinkex_actors.server.http_errors import bad_request, too_large
+from tinkex_actors.server.pending import ResultKind
 from tinkex_actors.server.request_log import note_model
 from tinkex_actors.server.scheduler import Job
 from tinkex_actors.server.state import ServerState, digest
@@ -264,7 +264,7 @@ def submit(
         seen = state.scheduler.dedupe(lane, seq_id, fingerprint)
         if seen is not None:
             return seen
-    future = state.futures.create(tenant_id, kind, state.loop, latency=latency, log_key=log_key)
+    future = state.pending.create(tenant_id, kind, state.loop, latency=latency, log_key=log_key)
     response: JSON = {"request_id": future.request_id}
     if lane is not None:
         response["model_id"] = lane

@@ -14,9 +14,9 @@ from tinkex_actors._constants import CONTENT_PROTOBUF
 from tinkex_actors.server.codec_json import decode_forward_backward_json
 from tinkex_actors.server.codec_proto import decode_forward_backward
 from tinkex_actors.server.engine_api import ForwardBackwardResult
-from tinkex_actors.server.futures import ResultKind
 from tinkex_actors.server.http_errors import bad_request
 from tinkex_actors.server.payloads import FwdBwdPayload
+from tinkex_actors.server.pending import ResultKind
 from tinkex_actors.server.routes._common import (
     JSON,
     body,

@@ -32,8 +32,8 @@ from tinkex_actors.server.engine_api import (
     OptimizerSpec,
 )
 from tinkex_actors.server.exports import encrypt_directory, parse_recipients
-from tinkex_actors.server.futures import ResultKind
 from tinkex_actors.server.http_errors import bad_request, conflict
+from tinkex_actors.server.pending import ResultKind
 from tinkex_actors.server.routes._common import (
     JSON,
     answer,
