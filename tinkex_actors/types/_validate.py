@@ -252,26 +252,6 @@ def str_mapping(
     return validate
 
 
-def number_mapping(*, optional: bool = False) -> Validator:
-    """Validator: ``{str: finite number}`` (metrics)."""
-
-    def validate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if value is None and optional:
-            return
-        field = path(instance, attribute)
-        if not isinstance(value, Mapping):
-            raise ValidationError(f"expected a mapping, got {type_name(value)}", field=field)
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValidationError(f"keys must be strings, got {type_name(key)}", field=field)
-            if not is_number(item):
-                raise ValidationError(
-                    f"expected a number, got {type_name(item)}", field=f"{field}.{key}"
-                )
-
-    return validate
-
-
 def set_floats(instance: object, *names: str) -> None:
     """Store the named number fields as ``float`` (so ``1`` and ``1.0`` encode alike)."""
     for name in names:

@@ -18,7 +18,12 @@ import pydantic
 from fastapi import Request, Response
 from google.protobuf.message import DecodeError
 
-from tinkex_actors._constants import CONTENT_JSON, CONTENT_PROTOBUF, HEADER_IDEMPOTENCY_KEY
+from tinkex_actors._constants import (
+    CONTENT_JSON,
+    CONTENT_PROTOBUF,
+    HEADER_IDEMPOTENCY_KEY,
+    SERVER_MAX_DECOMPRESSION_RATIO,
+)
 from tinkex_actors._logging import get_logger
 from tinkex_actors.server.completions import LogKey
 from tinkex_actors.server.http_errors import bad_request, too_large
@@ -96,7 +101,7 @@ async def body(request: Request) -> bytes:
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding == "zstd":
         state = server(request)
-        raw = _unzstd(raw, state.settings.max_body_bytes * 16)
+        raw = _unzstd(raw, state.settings.max_body_bytes * SERVER_MAX_DECOMPRESSION_RATIO)
     elif encoding not in ("", "identity"):
         raise bad_request(f"unsupported Content-Encoding {encoding!r} (expected zstd or none)")
     request.scope.setdefault("state", {})[_BODY_KEY] = raw
