@@ -2,14 +2,15 @@
 
 An :class:`Endpoint` holds what the SDK needs to call it: the method, the path (a template
 whose ``{name}`` segments :meth:`Endpoint.path` fills in, percent-encoded), the request body
-type, the answer type and, for a queued request (one answered with a future), the
-``X-Tinker-Request-Type`` its ``retrieve_future`` polls carry; the answer type is then the
-type of the result the future holds. The SDK builds every URL path from these declarations
-and nowhere else: ``tests/test_endpoints.py`` checks that no other module spells out an
-``/api/v1`` path, and that the embedded server serves every endpoint declared here.
+type and the answer type. A :class:`QueuedEndpoint` is answered with a future: its answer
+type is that of the result the future holds, and it adds the ``X-Tinker-Request-Type`` its
+``retrieve_future`` polls carry. The SDK builds every URL path from these declarations and
+nowhere else; ``tests/test_endpoints.py`` checks that no other module spells out an
+``/api/v1`` path, that the embedded server serves every endpoint declared here and that the
+paths are the official SDK's. ``docs/api/endpoints.md`` is generated from them.
 
-Adding an endpoint: declare it here, call it from the SDK module that owns it (through
-:meth:`Endpoint.path`, ``request`` and ``response``), serve it in ``tinkex_actors/server/routes/``.
+Adding an endpoint: declare it here; call it from the SDK module that owns it (through
+:meth:`Endpoint.path` and its types); serve it in ``tinkex_actors/server/routes/``.
 """
 
 from __future__ import annotations
