@@ -2,7 +2,7 @@
 
 * every declared endpoint is served by the embedded server (its route table, and the pure-ASGI
   ``retrieve_future(s)`` layer in front of it), and every server route under ``/api/v1`` is
-  either declared or listed below as server-only;
+  either declared or tagged ``SERVER_ONLY`` (exactly one of the two);
 * every declared path is one the official SDK (tinker 0.38, the wire oracle) calls, but for
   the listed ones it no longer calls;
 * request and answer types are wire types from ``tinkex_actors.types``;
@@ -33,6 +33,7 @@ from tinkex_actors._endpoints import ENDPOINTS, Endpoint, NoAnswer, QueuedEndpoi
 from tinkex_actors.server import routes
 from tinkex_actors.server.app import create_app
 from tinkex_actors.server.routes import results
+from tinkex_actors.server.routes._common import SERVER_ONLY
 from tinkex_actors.server.settings import ServerSettings
 
 PACKAGE = Path(tinkex_actors.__file__).parent
@@ -43,13 +44,6 @@ NOT_SERVED = {
     # The hosted service's; the SDK calls it only when client/config announces
     # sample_join_sampling_session, which the embedded server does not.
     "JOIN_SAMPLING_SESSION",
-}
-#: Served, not called by the SDK: (method, route) -> why.
-SERVER_ONLY = {
-    ("POST", "/api/v1/forward"): "the legacy JSON forward-only body of older SDKs",
-    ("POST", "/api/v1/save_weights_external"): "exports for other tools (docs/server.md)",
-    ("GET", "/api/v1/checkpoint_archives/{run_id}/{kind}/{name}"): "a signed archive URL",
-    ("GET", "/api/v1/checkpoint_files/{run_id}/{kind}/{name}/{relpath}"): "a signed URL",
 }
 #: Declared, no longer called by the official 0.38 SDK (older SDKs and servers use them).
 NOT_IN_OFFICIAL = {"CHECKPOINT_ARCHIVE_URL", "UNLOAD_MODEL"}
@@ -99,7 +93,7 @@ def _route_modules_routes() -> dict[tuple[str, str], APIRoute]:
     return table
 
 
-def test_every_server_route_is_declared_or_server_only(app: FastAPI) -> None:
+def test_every_server_route_is_declared_or_tagged_server_only(app: FastAPI) -> None:
     table = _route_modules_routes()
     served = [
         (method.upper(), path)
@@ -107,16 +101,20 @@ def test_every_server_route_is_declared_or_server_only(app: FastAPI) -> None:
         for method in operations
     ]
     assert len(served) > 30
-    undeclared = []
+    wrong = []
     for method, path in served:
         route = table[(method, path)]
         declared = any(
             e.method == method and route.matches(_scope(method, _sample_path(e)))[0] is Match.FULL
             for e in ENDPOINTS.values()
         )
-        if not declared and (method, path) not in SERVER_ONLY:
-            undeclared.append(f"{method} {path}")
-    assert undeclared == [], "declare them in tinkex_actors/_endpoints.py, or in SERVER_ONLY"
+        server_only = set(SERVER_ONLY) <= set(route.tags)
+        if declared is server_only:  # neither, or both
+            wrong.append(f"{method} {path} (declared: {declared}, server-only: {server_only})")
+    assert wrong == [], "declare it in tinkex_actors/_endpoints.py, or tag it tags=SERVER_ONLY"
+    only = [(m, p) for m, p in served if set(SERVER_ONLY) <= set(table[(m, p)].tags)]
+    assert ("POST", "/api/v1/forward") in only
+    assert len(only) == 4
     for path in results.PATHS:
         assert any(e.route == path and e.method == "POST" for e in ENDPOINTS.values()), path
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any, TypeVar
 
 import orjson
@@ -35,6 +36,7 @@ from tinkex_actors.wire import tinker_public_pb2 as pb
 
 __all__ = [
     "JSON",
+    "SERVER_ONLY",
     "answer",
     "body",
     "idempotent",
@@ -51,6 +53,9 @@ __all__ = [
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 JSON = dict[str, Any]
+#: Route tags (``tags=SERVER_ONLY``) of the routes the SDK does not call: every other route
+#: under ``/api/v1`` is an endpoint the SDK declares (``tests/test_endpoints.py`` checks both).
+SERVER_ONLY: list[str | Enum] = ["server-only"]
 _ZSTD_CHUNK = 1 << 20
 #: Scope-state key of the (decompressed) request body, for :func:`release_rejected`.
 _BODY_KEY = "tinkex.body"

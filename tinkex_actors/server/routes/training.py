@@ -19,6 +19,7 @@ from tinkex_actors.server.payloads import FwdBwdPayload
 from tinkex_actors.server.pending import ResultKind
 from tinkex_actors.server.routes._common import (
     JSON,
+    SERVER_ONLY,
     body,
     parse,
     server,
@@ -78,7 +79,7 @@ async def forward_backward(request: Request) -> Response:
     return await _submit_forward(request, raw, payload)
 
 
-@router.post("/forward")
+@router.post("/forward", tags=SERVER_ONLY)
 async def forward(request: Request) -> Response:
     """Legacy (pre-0.25) JSON forward-only pass."""
     raw = await body(request)
