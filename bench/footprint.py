@@ -78,9 +78,6 @@ def run(settings: Settings, server: EmbeddedServer, progress: Progress) -> list[
     progress("import time")
     imports = import_times(settings.import_reps)
 
-    def one(name: str, key: str) -> Stat:
-        return Stat.of([probes[name][key]])
-
     def growth(name: str, later: str, earlier: str) -> Stat:
         return Stat.of([probes[name][later] - probes[name][earlier]])
 

@@ -414,19 +414,6 @@ class Soak:
         report.threads_last_third_median = statistics.median(samples[-third:])
 
 
-def run_soak(config: Config | None = None, *, seconds: float, **options: Any) -> Report:
-    """Run a soak against ``config``'s server, or an embedded null server when None.
-
-    ``options`` are :class:`Soak`'s (``warmup``, ``sample_threads``, ``wave``, ...).
-    """
-    if config is not None:
-        return Soak(config, seconds=seconds, **options).run()
-    with EmbeddedServer("null") as server:
-        process = server.process
-        pid = process.pid if process is not None else None
-        return Soak(server.config(), seconds=seconds, server_pid=pid, **options).run()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status."""
     parser = argparse.ArgumentParser(prog="bench/soak.py", description=__doc__.splitlines()[0])

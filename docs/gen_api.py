@@ -11,8 +11,10 @@ One page per public module: its docstring, then every name of its ``__all__``: c
 their constructor signature, docstring, public methods and properties; functions with their
 signature and docstring; constants with their value. Google-style docstring sections (Args,
 Returns, Raises, Attributes, ...) become lists; reST roles and literal blocks become Markdown.
+One more page, ``endpoints.md``, lists the endpoints the SDK calls from their declarations
+(``tinkex_actors/_endpoints.py``).
 The output is deterministic (no addresses, sets sorted), so the committed pages can be
-compared with a fresh run: ``tests/test_api_docs.py`` fails when they differ.
+compared with a fresh run: ``tests/test_docs.py`` fails when they differ.
 
 Every module of the package whose name has no ``_``-prefixed part is either documented
 (:data:`PUBLIC`) or declared internal (:data:`INTERNAL`); the test checks that too, so a new
@@ -81,12 +83,12 @@ INTERNAL: dict[str, str] = {
     "tinkex_actors.server.completions": "server internals (retrieve_futures, docs/server.md)",
     "tinkex_actors.server.engine_host": "server internals",
     "tinkex_actors.server.exports": "server internals (save_weights_external, docs/server.md)",
-    "tinkex_actors.server.futures": "server internals",
     "tinkex_actors.server.http_errors": "server internals",
     "tinkex_actors.server.idempotency": "server internals",
     "tinkex_actors.server.latency": "server internals (latency model, docs/server.md)",
     "tinkex_actors.server.middleware": "server internals",
     "tinkex_actors.server.payloads": "server internals",
+    "tinkex_actors.server.pending": "server internals (queued requests and their results)",
     "tinkex_actors.server.persistence": "server internals (live models across restarts)",
     "tinkex_actors.server.rate_limit": "server internals (--rate-limit, docs/server.md)",
     "tinkex_actors.server.request_log": "server internals (the request log, docs/server.md)",
@@ -423,7 +425,7 @@ def index_page() -> str:
         "# API reference",
         "",
         "Generated from the docstrings by `python docs/gen_api.py` (do not edit by hand:",
-        "`tests/test_api_docs.py` fails when these pages are stale). The guides are in",
+        "`tests/test_docs.py` fails when these pages are stale). The guides are in",
         "[the docs index](../index.md).",
         "",
         "| module | what |",
@@ -431,6 +433,8 @@ def index_page() -> str:
     ]
     lines += [f"| [`{name}`]({name}.md) | {summary} |" for name, summary in PUBLIC.items()]
     lines += [
+        "",
+        "[Endpoints](endpoints.md): every HTTP endpoint the SDK calls, its types and request type.",
         "",
         "Not API (implementation; read the source): "
         + ", ".join(f"`{name}`" for name in sorted(INTERNAL))
@@ -440,9 +444,38 @@ def index_page() -> str:
     return "\n".join(lines)
 
 
+def endpoints_page() -> str:
+    """Every endpoint the SDK calls, from its declaration in ``tinkex_actors/_endpoints.py``."""
+    from tinkex_actors import _endpoints as ep
+
+    lines = [
+        "# Endpoints",
+        "",
+        "Every endpoint the SDK calls, generated from its one declaration in",
+        "`tinkex_actors/_endpoints.py` by `python docs/gen_api.py`. A queued request is answered",
+        "with a future (`{request_id}`): its result, of the answer type, is polled with",
+        "`retrieve_future`, whose polls carry the request type as `X-Tinker-Request-Type`.",
+        "",
+        "| endpoint | method | path | request body | answer | request type |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, endpoint in ep.ENDPOINTS.items():
+        request = f"`{endpoint.request.__name__}`" if endpoint.request is not None else "-"
+        answer = "-" if endpoint.response is ep.NoAnswer else f"`{endpoint.response.__name__}`"
+        request_type = "-"
+        if isinstance(endpoint, ep.QueuedEndpoint):
+            answer = f"future of {answer}"
+            request_type = f"`{endpoint.request_type}`"
+        lines.append(
+            f"| `{name}` | {endpoint.method} | `{endpoint.route}` | {request} | {answer} "
+            f"| {request_type} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def pages() -> dict[str, str]:
     """File name -> content of every page."""
-    result = {"index.md": index_page()}
+    result = {"index.md": index_page(), "endpoints.md": endpoints_page()}
     for name in PUBLIC:
         result[f"{name}.md"] = module_page(name)
     return result

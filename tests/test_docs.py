@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 from pathlib import Path
@@ -84,3 +85,84 @@ def test_relative_links_resolve(path: Path) -> None:
         if not resolved.exists():
             broken.append(target)
     assert broken == []
+
+
+# ---------------------------------------------------------------------------- named file paths
+#: What counts as a file path: a relative path of at least two components ending in one of
+#: these extensions, inside a code span (`...`, ``...``) or code block, or a Markdown link
+#: target. It is checked when its first component exists where it is resolved from (the
+#: repository root, then the document's own directory; for docstrings also the package
+#: directory), so names of files the code or the user makes (``out/summary.json``,
+#: ``~/.tinker/credentials.json``) and paths of other projects are not taken for ours. URLs,
+#: absolute paths, and placeholders (``<name>``, ``{id}``, globs) never match.
+PATH_EXTENSIONS = ("py", "pyi", "md", "toml", "txt", "json", "proto", "png", "tsv", "csv", "sh")
+CODE = re.compile(r"```.*?```|``[^`]+``|`[^`\n]+`", re.DOTALL)
+NAMED_PATH = re.compile(
+    rf"(?<![\w./~:<>{{}}*-])((?:[\w.-]+/)+[\w.-]+\.(?:{'|'.join(PATH_EXTENSIONS)}))(?![\w/<>{{}}*-])"
+)
+PACKAGE = ROOT / "tinkex_actors"
+
+
+def named_paths(text: str) -> tuple[list[str], list[str]]:
+    """The file paths ``text`` names in code, and those it links to (see PATH_EXTENSIONS)."""
+    in_code = [path for span in CODE.findall(text) for path in NAMED_PATH.findall(span)]
+    targets = [t.split("#", 1)[0] for t in LINK.findall(CODE.sub("", text))]
+    return in_code, [t for t in targets if NAMED_PATH.fullmatch(t)]
+
+
+def missing_paths(text: str, bases: list[Path]) -> list[str]:
+    """The named paths that do not exist: a path in code under the first base holding its
+    first component, a link target relative to the first base (the document's directory)."""
+    in_code, links = named_paths(text)
+    missing = []
+    for path in in_code:
+        base = next((b for b in bases if (b / path.split("/", 1)[0]).exists()), None)
+        if base is not None and not (base / path).exists():
+            missing.append(path)
+    return missing + [link for link in links if not (bases[0] / link).exists()]
+
+
+def _documents() -> list[Path]:
+    return [
+        ROOT / "README.md",
+        ROOT / "CONTRIBUTING.md",
+        ROOT / "bench" / "README.md",
+        ROOT / "examples" / "README.md",
+        *sorted((ROOT / "docs").rglob("*.md")),
+    ]
+
+
+@pytest.mark.parametrize("path", _documents(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_files_named_in_documents_exist(path: Path) -> None:
+    assert missing_paths(path.read_text(), [path.parent, ROOT]) == []
+
+
+def _docstrings(module: Path) -> list[str]:
+    tree = ast.parse(module.read_text())
+    kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    return [text for n in ast.walk(tree) if isinstance(n, kinds) and (text := ast.get_docstring(n))]
+
+
+def test_files_named_in_docstrings_exist() -> None:
+    missing = {}
+    for module in sorted(PACKAGE.rglob("*.py")):
+        for text in _docstrings(module):
+            if gone := missing_paths(text, [module.parent, ROOT, PACKAGE]):
+                missing[str(module.relative_to(ROOT))] = gone
+    assert missing == {}
+
+
+def test_named_paths_rules(tmp_path: Path) -> None:
+    text = (
+        "See `docs/server.md`, ``tests/test_nothing_here.py`` and [a](docs/nope.md).\n"
+        "```\npython bench/soak.py --seconds 30\n```\n"
+        "Not paths: `out/summary.json` is ours only by first component, "
+        "`https://x.y/docs/a.md`, `/tmp/docs/a.md`, `docs/<name>.md`, `docs/*.md`, "
+        "`~/.tinker/credentials.json`, docs/bare.md outside code."
+    )
+    assert named_paths(text) == (
+        ["docs/server.md", "tests/test_nothing_here.py", "bench/soak.py", "out/summary.json"],
+        ["docs/nope.md"],
+    )
+    assert missing_paths(text, [ROOT]) == ["tests/test_nothing_here.py", "docs/nope.md"]
+    assert missing_paths("[up](../README.md) `../README.md`", [ROOT / "docs"]) == []

@@ -14,6 +14,7 @@ from typing import Final
 #: Reported as ``sdk_version`` to ``client/config`` and ``create_session``: the official SDK
 #: release whose wire behaviour tinkex_actors reproduces.
 WIRE_SDK_VERSION: Final = "0.38.0"
+#: The prefix of every endpoint path (the SDK declares its endpoints in ``_endpoints.py``).
 API_PREFIX: Final = "/api/v1"
 DEFAULT_BASE_URL: Final = "https://tinker.thinkingmachines.dev/services/tinker-prod"
 #: Static keys start with this; JWTs (``eyJ...``) are accepted as well.
@@ -247,20 +248,6 @@ HTTP_MAX_REDIRECTS: Final = 5
 #: Bytes per chunk yielded by streaming downloads.
 HTTP_STREAM_CHUNK_SIZE: Final = 1024 * 1024
 
-# ------------------------------------------------------------------------------- request types
-#: Values of X-Tinker-Request-Type on retrieve_future, by what the future will hold.
-REQUEST_TYPES: Final = (
-    "CreateModel",
-    "ForwardBackward",
-    "Forward",
-    "OptimStep",
-    "SaveWeights",
-    "LoadWeights",
-    "SaveWeightsForSampler",
-    "Sample",
-    "UnloadModel",
-)
-
 # ------------------------------------------------------------------------------- REST client
 #: Default page sizes of the REST listings (protocol §3.8).
 REST_SESSIONS_PAGE: Final = 20
@@ -322,8 +309,6 @@ EMBEDDED_READY_TIMEOUT: Final = 120.0
 EMBEDDED_STOP_TIMEOUT: Final = 20.0
 #: EmbeddedServer: interval between start-up checks (port file, healthz).
 EMBEDDED_POLL_INTERVAL: Final = 0.05
-#: Where the embedded server answers its unauthenticated health check.
-HEALTHZ_PATH: Final = API_PREFIX + "/healthz"
 #: Vocabulary and context of the null engine's simulated model (those of the torch engine's tiny
 #: default model, so the same requests are valid on both).
 NULL_ENGINE_VOCAB_SIZE: Final = 2048

@@ -13,13 +13,15 @@ import datetime as dt
 import email.utils
 import urllib.parse
 from collections.abc import Callable, Mapping
-from typing import Final, Generic, Literal, TypeAlias, TypeVar
+from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar
 
 import attrs
 
 from tinkex_actors import _constants as c
+from tinkex_actors import _endpoints as ep
+from tinkex_actors._endpoints import Endpoint, NoAnswer
 from tinkex_actors.errors import ResponseDecodeError, ValidationError
-from tinkex_actors.transport import QueryValue, Response, RetryPolicy, path_segment
+from tinkex_actors.transport import QueryValue, Response, RetryPolicy
 from tinkex_actors.types import (
     CheckpointArchiveUrlResponse,
     CheckpointsListResponse,
@@ -39,6 +41,7 @@ __all__ = [
     "AccessScope",
     "Call",
     "archive_answer",
+    "call",
     "checkpoint_target",
     "delete_checkpoint",
     "get_checkpoint_archive_url",
@@ -59,8 +62,6 @@ __all__ = [
 AccessScope: TypeAlias = Literal["owned", "accessible"]
 T = TypeVar("T")
 
-_API: Final = c.API_PREFIX
-_SCOPES: Final = ("owned", "accessible")
 _KINDS: Final = ("weights", "sampler_weights", "external_weights")
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 #: The archive URL: 503 means "still being generated"; it is asked again after
@@ -148,10 +149,10 @@ def checkpoint_target(path_or_run_id: object, checkpoint_id: object | None) -> t
     return _identifier(path_or_run_id, "training_run_id"), _checkpoint_id(checkpoint_id)
 
 
-def _checkpoint_path(run_id: str, checkpoint_id: str, action: str = "") -> str:
-    kind, _, name = checkpoint_id.partition("/")
-    path = f"{_API}/training_runs/{path_segment(run_id)}/checkpoints/{kind}/{path_segment(name)}"
-    return f"{path}/{action}" if action else path
+def _checkpoint_path(endpoint: Endpoint[Any], path_or_run_id: object, checkpoint_id: object) -> str:
+    run, ckpt = checkpoint_target(path_or_run_id, checkpoint_id)
+    kind, _, name = ckpt.partition("/")
+    return endpoint.path(training_run_id=run, kind=kind, name=name)
 
 
 # ---------------------------------------------------------------------------- decoders
@@ -168,6 +169,12 @@ def _json(cls: type[T]) -> Callable[[Response], T]:
 
 def _nothing(reply: Response) -> None:
     return None
+
+
+def _decoder(endpoint: Endpoint[T]) -> Callable[[Response], T]:
+    if endpoint.response is NoAnswer:
+        return _nothing  # type: ignore[return-value]  # T is None: nothing to decode
+    return _json(endpoint.response)
 
 
 def archive_answer(reply: Response, request_url: str, now: float) -> CheckpointArchiveUrlResponse:
@@ -212,6 +219,22 @@ def _expires(header: str | None, now: float) -> dt.datetime:
 
 
 # ---------------------------------------------------------------------------- builders
+def call(
+    endpoint: Endpoint[T],
+    query: Mapping[str, QueryValue] | None = None,
+    body: bytes | None = None,
+    **ids: object,
+) -> Call[T]:
+    """The exchange of ``endpoint``, its placeholders filled with ``ids``.
+
+    Each id is checked (a non-empty string without ``/``, whitespace or control characters;
+    ``ValidationError`` names the placeholder); the answer is decoded as the endpoint's
+    ``response`` (nothing when it has none).
+    """
+    path = endpoint.path(**{name: _identifier(value, name) for name, value in ids.items()})
+    return Call(endpoint.method, path, _decoder(endpoint), query, body)
+
+
 def _page(limit: object, offset: object) -> dict[str, QueryValue]:
     return {"limit": _int(limit, "limit", 1), "offset": _int(offset, "offset", 0)}
 
@@ -221,19 +244,18 @@ def list_sessions(
 ) -> Call[ListSessionsResponse]:
     """``GET /sessions``."""
     query = {**_page(limit, offset), "access_scope": _scope(access_scope)}
-    return Call("GET", f"{_API}/sessions", _json(ListSessionsResponse), query)
+    return call(ep.LIST_SESSIONS, query)
 
 
 def get_session(session_id: object, access_scope: object) -> Call[GetSessionResponse]:
     """``GET /sessions/{id}``."""
     sid = _identifier(session_id, "session_id")
-    query = {"access_scope": _scope(access_scope)}
-    return Call("GET", f"{_API}/sessions/{path_segment(sid)}", _json(GetSessionResponse), query)
+    return call(ep.GET_SESSION, {"access_scope": _scope(access_scope)}, session_id=sid)
 
 
 def list_user_checkpoints(limit: object, offset: object) -> Call[CheckpointsListResponse]:
     """``GET /checkpoints``: every checkpoint of the caller, newest first."""
-    return Call("GET", f"{_API}/checkpoints", _json(CheckpointsListResponse), _page(limit, offset))
+    return call(ep.LIST_USER_CHECKPOINTS, _page(limit, offset))
 
 
 def list_checkpoints(
@@ -246,15 +268,14 @@ def list_checkpoints(
         query["limit"] = _int(limit, "limit", 1)
     if offset is not None:
         query["offset"] = _int(offset, "offset", 0)
-    path = f"{_API}/training_runs/{path_segment(run)}/checkpoints"
-    return Call("GET", path, _json(CheckpointsListResponse), query or None)
+    return call(ep.LIST_CHECKPOINTS, query or None, training_run_id=run)
 
 
 def get_training_run(training_run_id: object, access_scope: object) -> Call[TrainingRun]:
     """``GET /training_runs/{id}``."""
     run = _identifier(training_run_id, "training_run_id")
     query = {"access_scope": _scope(access_scope)}
-    return Call("GET", f"{_API}/training_runs/{path_segment(run)}", _json(TrainingRun), query)
+    return call(ep.GET_TRAINING_RUN, query, training_run_id=run)
 
 
 def list_training_runs(
@@ -264,21 +285,22 @@ def list_training_runs(
     query: dict[str, QueryValue] = {**_page(limit, offset), "access_scope": _scope(access_scope)}
     if project_id is not None:
         query["project_id"] = _identifier(project_id, "project_id")
-    return Call("GET", f"{_API}/training_runs", _json(TrainingRunsResponse), query)
+    return call(ep.LIST_TRAINING_RUNS, query)
 
 
 def get_checkpoint_archive_url(
     path_or_run_id: object, checkpoint_id: object | None
 ) -> Call[CheckpointArchiveUrlResponse]:
     """``GET .../checkpoints/{kind}/{name}/archive`` (answer read by :func:`archive_answer`)."""
-    run, ckpt = checkpoint_target(path_or_run_id, checkpoint_id)
+    endpoint = ep.CHECKPOINT_ARCHIVE_URL
+    path = _checkpoint_path(endpoint, path_or_run_id, checkpoint_id)
 
     def unreachable(reply: Response) -> CheckpointArchiveUrlResponse:
         raise AssertionError("archive calls are decoded by archive_answer")
 
     return Call(
-        "GET",
-        _checkpoint_path(run, ckpt, "archive"),
+        endpoint.method,
+        path,
         unreachable,
         archive=True,
         policy=_ARCHIVE_POLICY,
@@ -288,38 +310,40 @@ def get_checkpoint_archive_url(
 
 def delete_checkpoint(path_or_run_id: object, checkpoint_id: object | None) -> Call[None]:
     """``DELETE .../checkpoints/{kind}/{name}``."""
-    run, ckpt = checkpoint_target(path_or_run_id, checkpoint_id)
-    return Call("DELETE", _checkpoint_path(run, ckpt), _nothing)
+    endpoint = ep.DELETE_CHECKPOINT
+    path = _checkpoint_path(endpoint, path_or_run_id, checkpoint_id)
+    return Call(endpoint.method, path, _nothing)
 
 
 def publish_checkpoint(
     path_or_run_id: object, checkpoint_id: object | None, *, public: bool
 ) -> Call[None]:
     """``POST`` (publish) or ``DELETE`` (unpublish) ``.../checkpoints/{kind}/{name}/publish``."""
-    run, ckpt = checkpoint_target(path_or_run_id, checkpoint_id)
+    endpoint = ep.PUBLISH_CHECKPOINT if public else ep.UNPUBLISH_CHECKPOINT
+    path = _checkpoint_path(endpoint, path_or_run_id, checkpoint_id)
     # A 409 ("already public" / "not public") is a final answer, as for every call.
-    return Call("POST" if public else "DELETE", _checkpoint_path(run, ckpt, "publish"), _nothing)
+    return Call(endpoint.method, path, _nothing)
 
 
 def set_checkpoint_ttl(
     path_or_run_id: object, checkpoint_id: object | None, ttl_seconds: object
 ) -> Call[None]:
     """``PUT .../checkpoints/{kind}/{name}/ttl`` with ``{"ttl_seconds": int | null}``."""
-    run, ckpt = checkpoint_target(path_or_run_id, checkpoint_id)
+    endpoint = ep.SET_CHECKPOINT_TTL
+    path = _checkpoint_path(endpoint, path_or_run_id, checkpoint_id)
     if ttl_seconds is not None:
         _int(ttl_seconds, "ttl_seconds", 1)
     body = encode_json(CheckpointTtlRequest(ttl_seconds=ttl_seconds))  # type: ignore[arg-type]
-    return Call("PUT", _checkpoint_path(run, ckpt, "ttl"), _nothing, body=body)
+    return Call(endpoint.method, path, _nothing, body=body)
 
 
 def get_weights_info(tinker_path: object) -> Call[WeightsInfoResponse]:
     """``POST /weights_info``."""
     parsed = parse_tinker_path(tinker_path)
     body = encode_json(WeightsInfoRequest(tinker_path=parsed.tinker_path))
-    return Call("POST", f"{_API}/weights_info", _json(WeightsInfoResponse), body=body)
+    return call(ep.WEIGHTS_INFO, body=body)
 
 
 def get_sampler(sampler_id: object) -> Call[GetSamplerResponse]:
     """``GET /samplers/{id}``."""
-    sid = _identifier(sampler_id, "sampler_id")
-    return Call("GET", f"{_API}/samplers/{path_segment(sid)}", _json(GetSamplerResponse))
+    return call(ep.GET_SAMPLER, sampler_id=sampler_id)

@@ -42,6 +42,7 @@ import attrs
 import orjson
 
 from tinkex_actors import _constants as c
+from tinkex_actors import _endpoints as ep
 from tinkex_actors._credentials import Origin, read_stored_key
 from tinkex_actors._logging import get_logger
 from tinkex_actors._redact import fingerprint
@@ -61,7 +62,7 @@ from tinkex_actors.errors import (
     ResponseDecodeError,
     ValidationError,
 )
-from tinkex_actors.transport import HTTPTransport, path_segment
+from tinkex_actors.transport import HTTPTransport
 from tinkex_actors.types import ClientConfigResponse, GetSamplerResponse
 from tinkex_actors.wire import decode_json, from_jsonable, to_jsonable
 
@@ -80,8 +81,7 @@ __all__ = [
     "target_of",
 ]
 
-_SAMPLERS_PATH: Final = f"{c.API_PREFIX}/samplers/"
-_JOIN_PATH: Final = f"{c.API_PREFIX}/join_sampling_session"
+_JOIN_PATH: Final = ep.JOIN_SAMPLING_SESSION.path()
 # client_counter * 1e9 must stay a valid int64 seq_id.
 _MAX_CLIENT_COUNTER: Final = (2**63 - 1) // c.SAMPLE_SEQ_ID_STRIDE - 1
 # Config options that are credentials: carried by source, never copied with the others.
@@ -436,7 +436,7 @@ def open_restored(target: Target, config: Config) -> tuple[SamplerState, Shadow]
 
 def _sampler_info(transport: HTTPTransport, target: Target) -> GetSamplerResponse:
     try:
-        reply = transport.request("GET", _SAMPLERS_PATH + path_segment(target.sampler_id))
+        reply = transport.request("GET", ep.GET_SAMPLER.path(sampler_id=target.sampler_id))
     except NotFoundError as exc:
         raise _restated(
             exc,

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from tinkex_actors import _constants as c
+from tinkex_actors import _endpoints as ep
 from tinkex_actors._logging import get_logger
 from tinkex_actors._sampling_client import SamplingClient
 from tinkex_actors._scalar_checks import non_negative_int
@@ -47,7 +48,7 @@ from tinkex_actors.wire import decode_json
 
 __all__ = ["ServiceClient"]
 
-_CAPABILITIES_PATH: Final = f"{c.API_PREFIX}/get_server_capabilities"
+_CAPABILITIES_PATH: Final = ep.GET_SERVER_CAPABILITIES.path()
 
 
 class _Tree:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
-from tinkex_actors import _constants as c
+from tinkex_actors import _endpoints as ep
 from tinkex_actors._chunking import chunk_data
 from tinkex_actors._custom_loss import (
     CustomLossFn,
@@ -22,13 +22,14 @@ from tinkex_actors._custom_loss import (
     custom_phase1_data,
     require_torch,
 )
+from tinkex_actors._endpoints import QueuedEndpoint
 from tinkex_actors._sampling_client import SamplingClient
 from tinkex_actors.actors._base import Call
 from tinkex_actors.actors._custom_flow import SURROGATE_LOSS, CustomCall, run_custom
 from tinkex_actors.actors._restore import resume
 from tinkex_actors.actors._sampling import SamplerState
 from tinkex_actors.actors._service import ServiceActor, release_child, send_to_service
-from tinkex_actors.actors._training import UNLOAD_PATH, TrainingActor, TrainingState
+from tinkex_actors.actors._training import TrainingActor, TrainingState
 from tinkex_actors.actors._validate import (
     build,
     check_forward_input,
@@ -71,11 +72,6 @@ from tinkex_actors.wire import encode_forward_backward_request, to_jsonable
 __all__ = ["TrainingClient"]
 
 T = TypeVar("T")
-
-_OPTIM_PATH: Final = f"{c.API_PREFIX}/optim_step"
-_SAVE_PATH: Final = f"{c.API_PREFIX}/save_weights"
-_LOAD_PATH: Final = f"{c.API_PREFIX}/load_weights"
-_SAVE_SAMPLER_PATH: Final = f"{c.API_PREFIX}/save_weights_for_sampler"
 
 
 class TrainingClient:
@@ -132,19 +128,10 @@ class TrainingClient:
             raise
         return future
 
-    def _sequenced(
-        self,
-        path: str,
-        request: Any,
-        expected: type[T],
-        request_type: str,
-        max_retries: int | None = None,
-    ) -> ActorFuture[T]:
+    def _sequenced(self, endpoint: QueuedEndpoint[T], request: Any) -> ActorFuture[T]:
         payload = to_jsonable(request)
         payload.pop("seq_id", None)
-        return self._call(
-            TrainingActor.submit_json, path, payload, expected, request_type, max_retries
-        )
+        return self._call(TrainingActor.submit_json, endpoint, payload)
 
     # ------------------------------------------------------------------ training
     def forward_backward(
@@ -194,8 +181,8 @@ class TrainingClient:
         self._check()
         batch = check_forward_input(data, loss_fn, loss_fn_config)
         bodies = self._encode_chunks(batch, forward_only=forward_only)[0]
-        request_type = "Forward" if forward_only else "ForwardBackward"
-        return self._call(TrainingActor.submit_forward, bodies, request_type)
+        endpoint = ep.FORWARD if forward_only else ep.FORWARD_BACKWARD
+        return self._call(TrainingActor.submit_forward, bodies, endpoint)
 
     def _encode_chunks(
         self, batch: ForwardBackwardInput, *, forward_only: bool
@@ -296,7 +283,7 @@ class TrainingClient:
         self._check()
         params = check_optim_params(optim_params, adam_params)
         request = OptimStepRequest.of(params, self.model_id)
-        return self._sequenced(_OPTIM_PATH, request, OptimStepResponse, "OptimStep")
+        return self._sequenced(ep.OPTIM_STEP, request)
 
     # ------------------------------------------------------------------ checkpoints
     def save_state(
@@ -327,7 +314,7 @@ class TrainingClient:
             model_id=self.model_id,
             path=check_name(name, "name"),
         )
-        return self._sequenced(_SAVE_PATH, request, SaveWeightsResponse, "SaveWeights")
+        return self._sequenced(ep.SAVE_WEIGHTS, request)
 
     def load_state(self, path: str) -> ActorFuture[LoadWeightsResponse]:
         """Load the weights of checkpoint ``path`` (``tinker://.../weights/...``)."""
@@ -342,7 +329,7 @@ class TrainingClient:
         request = LoadWeightsRequest(
             path=check_tinker_path(path, "path"), optimizer=optimizer, model_id=self.model_id
         )
-        return self._sequenced(_LOAD_PATH, request, LoadWeightsResponse, "LoadWeights")
+        return self._sequenced(ep.LOAD_WEIGHTS, request)
 
     def save_weights_for_sampler(
         self,
@@ -378,12 +365,7 @@ class TrainingClient:
             model_id=self.model_id,
             path=chosen,
         )
-        return self._sequenced(
-            _SAVE_SAMPLER_PATH,
-            request,
-            SaveWeightsForSamplerResponseInternal,
-            "SaveWeightsForSampler",
-        )
+        return self._sequenced(ep.SAVE_WEIGHTS_FOR_SAMPLER, request)
 
     # ------------------------------------------------------------------ sampling clients
     def save_weights_and_get_sampling_client_async(
@@ -407,12 +389,7 @@ class TrainingClient:
             model_id=self.model_id,
             sampling_session_seq_id=runtime.next_sampling_session_seq_id(),
         )
-        saved = self._sequenced(
-            _SAVE_SAMPLER_PATH,
-            request,
-            SaveWeightsForSamplerResponseInternal,
-            "SaveWeightsForSampler",
-        )
+        saved = self._sequenced(ep.SAVE_WEIGHTS_FOR_SAMPLER, request)
 
         def adopt(answer: SaveWeightsForSamplerResponseInternal) -> ActorFuture[SamplingClient]:
             if answer.sampling_session_id is None:
@@ -471,13 +448,7 @@ class TrainingClient:
         """Free the model on the server after its queued work (its checkpoints stay)."""
         self._check()
         payload = to_jsonable(UnloadModelRequest(model_id=self.model_id))
-        return self._call(
-            TrainingActor.submit_unsequenced,
-            UNLOAD_PATH,
-            payload,
-            UnloadModelResponse,
-            "UnloadModel",
-        )
+        return self._call(TrainingActor.submit_unsequenced, ep.UNLOAD_MODEL, payload)
 
     def get_tokenizer(self) -> TokenizerHandle:
         """The tokenizer of the base model (get_info's ``model_name`` and ``tokenizer_id``)."""

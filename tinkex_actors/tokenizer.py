@@ -15,8 +15,9 @@ Which tokenizer (protocol §5.7, Tinkex's mapping):
 
 Where it is loaded from, first hit wins: a local directory (or ``tokenizer.json`` file) named
 by the id; the Hugging Face hub cache (``$HF_HUB_CACHE``, ``$HUGGINGFACE_HUB_CACHE``,
-``$HF_HOME/hub``, ``$XDG_CACHE_HOME/huggingface/hub``, ``~/.cache/huggingface/hub``:
-``models--<org>--<name>/snapshots/<refs/main>/tokenizer.json``); then the hub over the
+``$HF_HOME/hub``, ``$XDG_CACHE_HOME/huggingface/hub``, ``~/.cache/huggingface/hub``; each
+looked up with ``huggingface_hub.try_to_load_from_cache``: the snapshot ``refs/main`` names,
+else the newest snapshot holding a ``tokenizer.json``); then the hub over the
 network, unless ``HF_HUB_OFFLINE`` is set. Nothing found raises :class:`TokenizerError` saying
 what was tried. Failures are not cached (a later call tries again).
 
@@ -281,18 +282,23 @@ def hub_cache_roots() -> list[Path]:
 
 
 def _from_hub_cache(tokenizer_id: str, root: Path) -> Path | None:
-    repo = root / (_HUB_REPO_PREFIX + tokenizer_id.replace("/", "--"))
-    snapshots = repo / "snapshots"
+    # Imported here: huggingface_hub takes a tenth of a second to import, and most programs
+    # never load a tokenizer from the cache.
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(tokenizer_id, _TOKENIZER_FILE, cache_dir=root)
+    except ValueError:  # an id the hub's stricter rules refuse ("--", ".."): looked up below
+        found = None
+    if isinstance(found, str):
+        return Path(found)
+    # Not in the snapshot refs/main names (or no refs/main: a download by commit): the most
+    # recent snapshot that has a tokenizer.
+    snapshots = root / (_HUB_REPO_PREFIX + tokenizer_id.replace("/", "--")) / "snapshots"
     if not snapshots.is_dir():
         return None
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        candidate = snapshots / ref.read_text().strip() / _TOKENIZER_FILE
-        if candidate.is_file():
-            return candidate
-    # No usable refs/main: the most recent snapshot that has a tokenizer.
-    found = [p / _TOKENIZER_FILE for p in snapshots.iterdir() if (p / _TOKENIZER_FILE).is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    found_in = [p / _TOKENIZER_FILE for p in snapshots.iterdir() if (p / _TOKENIZER_FILE).is_file()]
+    return max(found_in, key=lambda p: p.stat().st_mtime) if found_in else None
 
 
 def _read(tokenizer_id: str, path: Path) -> TokenizerHandle:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import urllib.error
@@ -12,6 +13,7 @@ import pytest
 
 from tinkex_actors.demo import load_facts
 from tinkex_actors.demo.__main__ import FAST_STEPS
+from tinkex_actors.demo._report import Progress
 from tinkex_actors.errors import ValidationError
 
 from ._run import run
@@ -63,3 +65,21 @@ def test_facts_file_is_checked(tmp_path: Path) -> None:
     good.write_text("Two plus two is\t four.\n")
     (fact,) = load_facts(good)
     assert (fact.prompt, fact.completion) == ("Two plus two is", " four.")
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_progress_bar_shows_steps_and_loss(plain: bool) -> None:
+    stream = io.StringIO()
+    progress = Progress(3, stream=stream, plain=plain)
+    for loss in (2.5, 1.25, 0.5):
+        progress.update(loss)
+    progress.close()
+    text = stream.getvalue()
+    assert text.endswith("\n")
+    final = text.rstrip("\n").rsplit("\r", 1)[-1]
+    assert "3/3" in final
+    assert "loss=0.500" in final
+    if plain:
+        assert final.startswith(f"training [{'#' * 30}] 3/3 loss=0.500 ")
+        assert "training [..." in text  # drawn from the start, step by step
+        assert "1/3 loss=2.500" in text

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tinkex_actors.server.engine_api import SampledSeq, SampleResult
-from tinkex_actors.server.futures import FutureRecord, FutureStore, ResultKind
+from tinkex_actors.server.pending import PendingRequest, PendingRequests, ResultKind
 
 TTL, DELIVERED_TTL = 3600.0, 60.0
 
@@ -41,7 +41,7 @@ def _sample() -> SampleResult:
     )
 
 
-def _finished(store: FutureStore, loop: asyncio.AbstractEventLoop) -> FutureRecord:
+def _finished(store: PendingRequests, loop: asyncio.AbstractEventLoop) -> PendingRequest:
     record = store.create("tenant", ResultKind.SAMPLE, loop)
     record.set_result(_sample())
     loop.run_until_complete(asyncio.sleep(0))  # the loop releases the record's event
@@ -52,7 +52,7 @@ def test_delivered_futures_go_after_the_short_ttl_undelivered_after_the_long(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     clock = Clock()
-    store = FutureStore(TTL, DELIVERED_TTL, clock=clock)
+    store = PendingRequests(TTL, DELIVERED_TTL, clock=clock)
     delivered = _finished(store, loop)
     delivered.delivered()
     waiting = _finished(store, loop)
@@ -73,7 +73,7 @@ def test_a_delivered_future_still_answers_in_both_formats(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     clock = Clock()
-    store = FutureStore(TTL, DELIVERED_TTL, clock=clock)
+    store = PendingRequests(TTL, DELIVERED_TTL, clock=clock)
     record = _finished(store, loop)
     body, binary = record.encoded(True)
     assert binary
@@ -93,7 +93,7 @@ def test_a_delivered_future_still_answers_in_both_formats(
 def test_a_finished_record_drops_its_event_and_waiters_still_wake(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    store = FutureStore(TTL, DELIVERED_TTL)
+    store = PendingRequests(TTL, DELIVERED_TTL)
     record = store.create("tenant", ResultKind.JSON, loop)
 
     async def finish_later() -> bool:

@@ -13,7 +13,7 @@ import pytest
 from tinkex_actors.errors import RequestErrorCategory
 from tinkex_actors.server.completions import CompletionLogs
 from tinkex_actors.server.engine_api import SampledSeq, SampleResult
-from tinkex_actors.server.futures import FutureRecord, FutureStore, ResultKind
+from tinkex_actors.server.pending import PendingRequest, PendingRequests, ResultKind
 
 TTL, DELIVERED_TTL = 3600.0, 60.0
 KEY = ("session-1:sample:0", 0)
@@ -49,7 +49,7 @@ def _settle(loop: asyncio.AbstractEventLoop) -> None:
 def test_completions_are_logged_in_completion_order_with_growing_cursors(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    store = FutureStore(TTL, DELIVERED_TTL)
+    store = PendingRequests(TTL, DELIVERED_TTL)
     records = [store.create("t", ResultKind.SAMPLE, loop, log_key=KEY) for _ in range(4)]
     other = store.create("t", ResultKind.SAMPLE, loop, log_key=("session-1:sample:0", 1))
     unlogged = store.create("t", ResultKind.SAMPLE, loop)
@@ -83,7 +83,7 @@ def test_completions_are_logged_in_completion_order_with_growing_cursors(
 
 
 def test_acknowledged_futures_are_dropped_others_ignored(loop: asyncio.AbstractEventLoop) -> None:
-    store = FutureStore(TTL, DELIVERED_TTL)
+    store = PendingRequests(TTL, DELIVERED_TTL)
     done = store.create("t", ResultKind.SAMPLE, loop, log_key=KEY)
     pending = store.create("t", ResultKind.SAMPLE, loop, log_key=KEY)
     elsewhere = store.create("t", ResultKind.SAMPLE, loop, log_key=("other:sample:0", 0))
@@ -104,7 +104,7 @@ def test_acknowledged_futures_are_dropped_others_ignored(loop: asyncio.AbstractE
 
 def test_sweep_removes_log_entries_with_their_futures(loop: asyncio.AbstractEventLoop) -> None:
     clock = Clock()
-    store = FutureStore(TTL, DELIVERED_TTL, clock=clock)
+    store = PendingRequests(TTL, DELIVERED_TTL, clock=clock)
     record = store.create("t", ResultKind.SAMPLE, loop, log_key=KEY)
     record.set_result(_sample())
     _settle(loop)
@@ -124,7 +124,7 @@ def test_a_log_expecting_completions_is_never_swept(loop: asyncio.AbstractEventL
     # Regression: a log idle for a minute, then sampled from, was dropped while its samples ran;
     # their completions went to a log no poll could find, and the client waited forever.
     clock = Clock()
-    store = FutureStore(TTL, DELIVERED_TTL, clock=clock)
+    store = PendingRequests(TTL, DELIVERED_TTL, clock=clock)
     first = store.create("t", ResultKind.SAMPLE, loop, log_key=KEY)
     log = store.logs.get(KEY)
     assert log is not None
@@ -152,7 +152,7 @@ def test_a_log_expecting_completions_is_never_swept(loop: asyncio.AbstractEventL
 def test_a_poll_waits_for_the_next_completion_and_close_releases_it(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    store = FutureStore(TTL, DELIVERED_TTL)
+    store = PendingRequests(TTL, DELIVERED_TTL)
     record = store.create("t", ResultKind.SAMPLE, loop, log_key=KEY)
     log = store.logs.get(KEY)
     assert log is not None
@@ -192,7 +192,7 @@ def test_cursors_start_after_any_earlier_run() -> None:
 
 
 def test_latency_holds_the_outcome_back_without_a_thread(loop: asyncio.AbstractEventLoop) -> None:
-    store = FutureStore(TTL, DELIVERED_TTL)
+    store = PendingRequests(TTL, DELIVERED_TTL)
     slow = store.create("t", ResultKind.SAMPLE, loop, latency=0.3, log_key=KEY)
     failing = store.create("t", ResultKind.JSON, loop, latency=0.3)
     fast = store.create("t", ResultKind.SAMPLE, loop, log_key=KEY)
@@ -224,8 +224,8 @@ def test_latency_holds_the_outcome_back_without_a_thread(loop: asyncio.AbstractE
 
 
 def test_sampling_counters_and_their_peaks(loop: asyncio.AbstractEventLoop) -> None:
-    store = FutureStore(TTL, DELIVERED_TTL)
-    records: list[FutureRecord] = [store.create("t", ResultKind.SAMPLE, loop) for _ in range(5)]
+    store = PendingRequests(TTL, DELIVERED_TTL)
+    records: list[PendingRequest] = [store.create("t", ResultKind.SAMPLE, loop) for _ in range(5)]
     store.create("t", ResultKind.JSON, loop)  # not a sample: not counted
     for record in records[:3]:
         record.set_result(_sample())

@@ -12,7 +12,7 @@ import pytest
 
 from tinkex_actors.errors import ConflictError, RequestErrorCategory
 from tinkex_actors.server.engine_api import EngineUserError
-from tinkex_actors.server.futures import FutureRecord, FutureStore, ResultKind
+from tinkex_actors.server.pending import PendingRequest, PendingRequests, ResultKind
 from tinkex_actors.server.scheduler import Job, Scheduler
 
 
@@ -25,7 +25,7 @@ class Harness:
         self.ready = ready
         self.ran: list[Any] = []
         self.lock = threading.Lock()
-        self.futures = FutureStore(ttl=60)
+        self.futures = PendingRequests(ttl=60)
         self.loop = loop
         self.scheduler = Scheduler(
             workers=4, gap_timeout=gap, is_ready=lambda: self.ready, loop=loop
@@ -33,7 +33,7 @@ class Harness:
 
     def job(
         self, tag: Any, seq_id: int | None = None, fail: Exception | None = None, **kw: Any
-    ) -> tuple[Job, FutureRecord]:
+    ) -> tuple[Job, PendingRequest]:
         future = self.futures.create("t", ResultKind.JSON, self.loop)
 
         def run() -> dict[str, Any]:
@@ -57,7 +57,7 @@ def run_async(body: Callable[[Harness], Any], **kw: Any) -> None:
     asyncio.run(main())
 
 
-async def _all_done(*futures: FutureRecord, timeout: float = 10) -> None:
+async def _all_done(*futures: PendingRequest, timeout: float = 10) -> None:
     for future in futures:
         assert await future.wait(timeout)
 

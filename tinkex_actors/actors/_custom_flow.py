@@ -23,6 +23,7 @@ from typing import Final
 
 import attrs
 
+from tinkex_actors import _endpoints as ep
 from tinkex_actors.actors._poller import UntypedFuture
 from tinkex_actors.actors._training import TrainingState, guarded, poll_chunks, post_reserved
 from tinkex_actors.errors import TinkexError
@@ -129,7 +130,7 @@ def _phase2(
         except BaseException:
             _fill(state, call, first, index)  # this id may be in doubt: a 409 then says so
             raise
-    return poll_chunks(state, sent, "ForwardBackward", time.monotonic() - started)
+    return poll_chunks(state, sent, ep.FORWARD_BACKWARD, time.monotonic() - started)
 
 
 def run_custom(
@@ -147,7 +148,7 @@ def run_custom(
     is; server and network errors fail it as for any training call.
     """
     try:
-        forward = guarded(state, poll_chunks, state, submitted, "Forward", roundtrip)
+        forward = guarded(state, poll_chunks, state, submitted, ep.FORWARD, roundtrip)
         result = call.compute(forward)  # the user's code: outside guarded, never a crash
         bodies = _encode_phase2(call, result.data)
     except BaseException as exc:

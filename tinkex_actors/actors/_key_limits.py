@@ -61,11 +61,6 @@ class KeyLimiter:
         self._dispatching = 0
         self._cond = threading.Condition(threading.Lock())
 
-    @property
-    def dispatching(self) -> int:
-        """Dispatches (asample POSTs) running now."""
-        return self._dispatching
-
     def set_backoff(self, seconds: float) -> None:
         """A 429: every sender of the key waits ``seconds``; the throttle window follows."""
         until = self._clock() + seconds

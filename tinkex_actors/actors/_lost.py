@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import attrs
 
 from tinkex_actors import _constants as c
+from tinkex_actors import _endpoints as ep
 from tinkex_actors import telemetry
 from tinkex_actors._logging import get_logger
 from tinkex_actors.actors._session import session_gone_answer
@@ -63,7 +64,9 @@ __all__ = [
 #: (``session``), or a result that changes it was lost so its state is unknown (``unknown``).
 LossKind = Literal["lost", "session", "unknown"]
 #: Calls whose lost result leaves the model's state unknown.
-MUTATING: Final = frozenset({"ForwardBackward", "OptimStep", "LoadWeights"})
+MUTATING: Final = frozenset(
+    e.request_type for e in (ep.FORWARD_BACKWARD, ep.OPTIM_STEP, ep.LOAD_WEIGHTS)
+)
 
 
 class SessionGone:

@@ -38,6 +38,7 @@ from typing import Final, TypeVar
 import orjson
 
 from tinkex_actors import _constants as c
+from tinkex_actors import _endpoints as ep
 from tinkex_actors.actors._queue_state import ACTIVE, QueueStateTracker
 from tinkex_actors.actors._runtime import Runtime
 from tinkex_actors.errors import (
@@ -57,11 +58,11 @@ from tinkex_actors.types import (
 )
 from tinkex_actors.wire import decode_future_answer
 
-__all__ = ["RETRIEVE_PATH", "UntypedFuture", "fast_key", "poll_future", "untyped_future"]
+__all__ = ["UntypedFuture", "fast_key", "poll_future", "untyped_future"]
 
 T = TypeVar("T")
 
-RETRIEVE_PATH: Final = f"{c.API_PREFIX}/retrieve_future"
+_RETRIEVE_PATH: Final = ep.RETRIEVE_FUTURE.path()
 
 
 def fast_key() -> str:
@@ -197,7 +198,7 @@ def poll_future(
         try:
             response = transport.request(
                 "POST",
-                RETRIEVE_PATH,
+                _RETRIEVE_PATH,
                 body=body,
                 accept=accept,
                 headers=headers,

@@ -35,6 +35,7 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from tinkex_actors import _constants as c
+from tinkex_actors import _endpoints as ep
 from tinkex_actors import telemetry
 from tinkex_actors._logging import get_logger
 from tinkex_actors.actors._base import ActorHandle, Call, ChildActor
@@ -68,7 +69,7 @@ __all__ = ["RecoveryActor", "RecoveryState"]
 
 T = TypeVar("T")
 
-_HEARTBEAT_PATH: Final = f"{c.API_PREFIX}/session_heartbeat"
+_HEARTBEAT_PATH: Final = ep.SESSION_HEARTBEAT.path()
 
 
 class RecoveryState(ClientState):

@@ -20,17 +20,14 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
+from tinkex_actors import _endpoints as ep
 from tinkex_actors import telemetry
+from tinkex_actors._endpoints import QueuedEndpoint
 from tinkex_actors.actors._base import Call
 from tinkex_actors.actors._lost import ModelLost, RestoreTicket, emit
 from tinkex_actors.actors._poller import poll_future, untyped_future
 from tinkex_actors.actors._session import session_gone_answer
-from tinkex_actors.actors._training import (
-    CREATE_MODEL_PATH,
-    LOAD_WEIGHTS_PATH,
-    TrainingState,
-    fetch_info,
-)
+from tinkex_actors.actors._training import TrainingState, fetch_info
 from tinkex_actors.errors import (
     ClientClosedError,
     GoneError,
@@ -152,13 +149,12 @@ def _create(
     request = attrs.evolve(
         source.request, session_id=session_id, model_seq_id=runtime.next_model_seq_id()
     )
-    expected: type[CreateModelResponse | LoadWeightsResponse]
-    if isinstance(request, CreateModelRequest):
-        path, expected, kind = CREATE_MODEL_PATH, CreateModelResponse, "CreateModel"
-    else:
-        path, expected, kind = LOAD_WEIGHTS_PATH, LoadWeightsResponse, "LoadWeights"
+    endpoint: QueuedEndpoint[CreateModelResponse] | QueuedEndpoint[LoadWeightsResponse]
+    endpoint = ep.CREATE_MODEL if isinstance(request, CreateModelRequest) else ep.LOAD_WEIGHTS
     try:
-        response = runtime.transport.request("POST", path, body=encode_json(request))
+        response = runtime.transport.request(
+            endpoint.method, endpoint.path(), body=encode_json(request)
+        )
     except (GoneError, NotFoundError) as exc:
         if (
             again
@@ -172,8 +168,8 @@ def _create(
     answer = poll_future(
         runtime,
         submitted.request_id,
-        expected,
-        request_type=kind,
+        endpoint.response,
+        request_type=endpoint.request_type,
         proto=False,
         deadline=time.monotonic() + actor.state.policy.restore_timeout,
         is_closed=lambda: actor.state.is_closed() or state.is_closed(),

@@ -44,6 +44,7 @@ from typing import Any, Final
 import orjson
 
 from tinkex_actors import _constants as c
+from tinkex_actors import _endpoints as ep
 from tinkex_actors.actors._base import Crash
 from tinkex_actors.actors._poller import fast_key, poll_future, untyped_future
 from tinkex_actors.actors._sampler_state import SamplerState, Submission
@@ -69,7 +70,6 @@ from tinkex_actors.types import (
 from tinkex_actors.types._model_input import DmelChunk
 
 __all__ = [
-    "RETRIEVE_FUTURES_PATH",
     "fail_all",
     "fall_back",
     "poll_completions",
@@ -79,8 +79,8 @@ __all__ = [
     "start",
 ]
 
-_ASAMPLE_PATH: Final = f"{c.API_PREFIX}/asample"
-RETRIEVE_FUTURES_PATH: Final = f"{c.API_PREFIX}/retrieve_futures"
+_ASAMPLE_PATH: Final = ep.ASAMPLE.path()
+_RETRIEVE_FUTURES_PATH: Final = ep.RETRIEVE_FUTURES.path()
 _BACKPRESSURE: Final = {c.HEADER_SAMPLING_BACKPRESSURE: "1"}
 # 429 is not retried by the transport: it is the protocol's back-pressure signal, handled in
 # _submit (the key backs off, then the same request is sent again).
@@ -350,8 +350,8 @@ def _fetch(sub: Submission, *, metadata_known: bool = True) -> None:
             result = poll_future(
                 state.runtime,
                 request_id,
-                SampleResponse,
-                request_type="Sample",
+                ep.ASAMPLE.response,
+                request_type=ep.ASAMPLE.request_type,
                 proto=True,
                 tracker=state.tracker,
                 deadline=sub.deadline,
@@ -440,7 +440,7 @@ def poll_completions(state: SamplerState) -> bool:
         with state.blocking():
             response = runtime.transport.request(
                 "POST",
-                RETRIEVE_FUTURES_PATH,
+                _RETRIEVE_FUTURES_PATH,
                 body=orjson.dumps(body),
                 timeout=runtime.config.poll_timeout if waiting else c.RETRIEVE_FUTURES_ACK_TIMEOUT,
                 max_retries=0,

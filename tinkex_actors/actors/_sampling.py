@@ -15,14 +15,14 @@ from typing import Any, Final
 
 import pykka
 
-from tinkex_actors import _constants as c
+from tinkex_actors import _endpoints as ep
 from tinkex_actors.actors._base import ActorHandle, ChildActor
 from tinkex_actors.actors._lost import create_in_session
 from tinkex_actors.actors._runtime import Runtime
 from tinkex_actors.actors._sample_flow import fall_back, poll_completions
 from tinkex_actors.actors._sampler_state import SamplerState
 from tinkex_actors.futures import ActorFuture
-from tinkex_actors.transport import Response, path_segment
+from tinkex_actors.transport import Response
 from tinkex_actors.types import (
     CreateSamplingSessionRequest,
     CreateSamplingSessionResponse,
@@ -32,8 +32,7 @@ from tinkex_actors.wire import decode_json
 
 __all__ = ["POLL", "SamplerState", "SamplingActor", "create_sampling_session", "request_poll"]
 
-_CREATE_PATH: Final = f"{c.API_PREFIX}/create_sampling_session"
-_SAMPLERS_PATH: Final = f"{c.API_PREFIX}/samplers/"
+_CREATE_PATH: Final = ep.CREATE_SAMPLING_SESSION.path()
 
 
 class _Poll:
@@ -125,7 +124,7 @@ class SamplingActor(ChildActor):
         ).sampling_session_id
         base = base_model or known_base_model
         if base is None:
-            info = runtime.transport.request("GET", _SAMPLERS_PATH + path_segment(sampler_id))
+            info = runtime.transport.request("GET", ep.GET_SAMPLER.path(sampler_id=sampler_id))
             base = decode_json(GetSamplerResponse, info.content).base_model
         state.publish(sampler_id, base, model_path)
         future.set_result(state)

@@ -30,11 +30,12 @@ import attrs
 import orjson
 
 from tinkex_actors import _constants as c
+from tinkex_actors import _endpoints as ep
 from tinkex_actors._credentials import is_jwt
 from tinkex_actors._logging import get_logger
 from tinkex_actors.config import Config
 from tinkex_actors.errors import APIStatusError, GoneError, NotFoundError, ResponseDecodeError
-from tinkex_actors.transport import HTTPTransport, path_segment
+from tinkex_actors.transport import HTTPTransport
 from tinkex_actors.types import (
     ClientConfigRequest,
     ClientConfigResponse,
@@ -57,11 +58,11 @@ __all__ = [
     "session_gone_answer",
 ]
 
-_CONFIG_PATH: Final = f"{c.API_PREFIX}/client/config"
-_DYNAMIC_PATH: Final = f"{c.API_PREFIX}/client/dynamic_config"
-_SESSION_PATH: Final = f"{c.API_PREFIX}/create_session"
-_HEARTBEAT_PATH: Final = f"{c.API_PREFIX}/session_heartbeat"
-_AUTH_TOKEN_PATH: Final = f"{c.API_PREFIX}/auth/token"
+_CONFIG_PATH: Final = ep.CLIENT_CONFIG.path()
+_DYNAMIC_PATH: Final = ep.DYNAMIC_CONFIG.path()
+_SESSION_PATH: Final = ep.CREATE_SESSION.path()
+_HEARTBEAT_PATH: Final = ep.SESSION_HEARTBEAT.path()
+_AUTH_TOKEN_PATH: Final = ep.AUTH_TOKEN.path()
 
 
 @attrs.frozen
@@ -212,7 +213,7 @@ def finish_session(transport: HTTPTransport, session_id: str, budget: float) -> 
     try:
         transport.request(
             "POST",
-            f"{c.API_PREFIX}/sessions/{path_segment(session_id)}/finish",
+            ep.FINISH_SESSION.path(session_id=session_id),
             body=encode_json(SessionFinishRequest()),
             timeout=timeout,
             max_retries=retries,

@@ -44,6 +44,8 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from tinkex_actors import _constants as c
+from tinkex_actors import _endpoints as ep
+from tinkex_actors._endpoints import QueuedEndpoint
 from tinkex_actors._metrics_reduction import combine_forward_backward_outputs
 from tinkex_actors.actors._base import ActorHandle, ChildActor, Crash
 from tinkex_actors.actors._client_state import ClientState
@@ -70,20 +72,15 @@ from tinkex_actors.errors import (
 from tinkex_actors.futures import ActorFuture
 from tinkex_actors.types import (
     CreateModelRequest,
-    CreateModelResponse,
     ForwardBackwardOutput,
     GetInfoResponse,
     LoadWeightsRequest,
-    LoadWeightsResponse,
     LoraConfig,
     OptimizerConfig,
 )
 from tinkex_actors.wire import decode_json, seal_forward_backward
 
 __all__ = [
-    "CREATE_MODEL_PATH",
-    "LOAD_WEIGHTS_PATH",
-    "UNLOAD_PATH",
     "TrainingActor",
     "TrainingState",
     "fetch_info",
@@ -94,12 +91,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-_FWDBWD_PATH: Final = f"{c.API_PREFIX}/forward_backward"
-CREATE_MODEL_PATH: Final = f"{c.API_PREFIX}/create_model"
-LOAD_WEIGHTS_PATH: Final = f"{c.API_PREFIX}/load_weights"
-_GET_INFO_PATH: Final = f"{c.API_PREFIX}/get_info"
-#: Where unload_model is sent (outside the seq_id sequence).
-UNLOAD_PATH: Final = f"{c.API_PREFIX}/unload_model"
+#: Forward-only passes go to the same path (``forward_only`` is set in the body).
+_FWDBWD_PATH: Final = ep.FORWARD_BACKWARD.path()
 _ZSTD_HEADERS: Final = {"Content-Encoding": "zstd"}
 
 
@@ -161,11 +154,11 @@ class TrainingState(ClientState):
 
 
 def fetch_info(runtime: Runtime, model_id: str) -> GetInfoResponse:
-    """``POST /api/v1/get_info`` for ``model_id``."""
+    """``get_info`` for ``model_id``."""
     response = runtime.transport.request(
-        "POST", _GET_INFO_PATH, body=orjson.dumps({"model_id": model_id, "type": "get_info"})
+        "POST", ep.GET_INFO.path(), body=orjson.dumps({"model_id": model_id, "type": "get_info"})
     )
-    return decode_json(GetInfoResponse, response.content)
+    return decode_json(ep.GET_INFO.response, response.content)
 
 
 def guarded(state: TrainingState, fn: Callable[..., T], *args: Any) -> T:
@@ -191,8 +184,7 @@ def guarded(state: TrainingState, fn: Callable[..., T], *args: Any) -> T:
 def _poll(
     state: TrainingState,
     request: UntypedFuture,
-    expected: type[T],
-    request_type: str,
+    endpoint: QueuedEndpoint[T],
     proto: bool,
     roundtrip: float | None,
     model_id: str = "",
@@ -201,15 +193,15 @@ def _poll(
         return poll_future(
             state.runtime,
             request.request_id,
-            expected,
-            request_type=request_type,
+            endpoint.response,
+            request_type=endpoint.request_type,
             proto=proto,
             tracker=state.tracker,
             roundtrip=roundtrip,
             is_closed=state.is_closed,
         )
     except (GoneError, NotFoundError) as exc:
-        error = result_lost(state, model_id, request_type, exc)
+        error = result_lost(state, model_id, endpoint.request_type, exc)
         if error is exc:
             raise
         raise error from None  # the fence's error is shared by many calls: no per-call cause
@@ -218,16 +210,14 @@ def _poll(
 def poll_chunks(
     state: TrainingState,
     requests: list[UntypedFuture],
-    request_type: str,
+    endpoint: QueuedEndpoint[ForwardBackwardOutput],
     roundtrip: float,
     model_id: str = "",
 ) -> ForwardBackwardOutput:
-    """Poll a forward(_backward)'s chunks in order and combine their outputs."""
+    """Poll a forward(_backward)'s chunks in order and combine their outputs (``endpoint``:
+    ``FORWARD_BACKWARD`` or ``FORWARD``)."""
     # Chunks run on the server in seq_id order, so polling them in order costs no extra wait.
-    outputs = [
-        _poll(state, request, ForwardBackwardOutput, request_type, True, roundtrip, model_id)
-        for request in requests
-    ]
+    outputs = [_poll(state, request, endpoint, True, roundtrip, model_id) for request in requests]
     if len(outputs) == 1:
         return outputs[0]
     return combine_forward_backward_outputs(outputs)
@@ -255,9 +245,9 @@ def post_reserved(state: TrainingState, body: bytes, seq: int) -> UntypedFuture:
 
 
 def _finish_create(
-    state: TrainingState, request: UntypedFuture, expected: type[Any], request_type: str, rt: float
+    state: TrainingState, request: UntypedFuture, endpoint: QueuedEndpoint[Any], rt: float
 ) -> TrainingState:
-    answer = _poll(state, request, expected, request_type, False, rt)
+    answer = _poll(state, request, endpoint, False, rt)
     model_id = getattr(answer, "model_id", None) or request.model_id or state.model_id
     if not model_id:
         raise ResponseDecodeError(
@@ -287,7 +277,6 @@ class TrainingActor(ChildActor):
         *,
         content_type: str = c.CONTENT_JSON,
         headers: Mapping[str, str] | None = None,
-        max_retries: int | None = None,
     ) -> UntypedFuture:
         """POST the request of the model's next seq_id (see the module's sequencing rule)."""
         state = self.state
@@ -302,7 +291,6 @@ class TrainingActor(ChildActor):
                 body=data,
                 content_type=content_type,
                 headers=headers,
-                max_retries=max_retries,
                 idempotency_key=fast_key(),
             )
         except (GoneError, NotFoundError) as exc:
@@ -342,12 +330,10 @@ class TrainingActor(ChildActor):
         )
         state.guard.set_origin(request)
         started = time.monotonic()
-        response, _ = create_in_session(state.runtime, CREATE_MODEL_PATH, request)
+        response, _ = create_in_session(state.runtime, ep.CREATE_MODEL.path(), request)
         submitted = untyped_future(response)
         rt = time.monotonic() - started
-        self._hand_off(
-            future, _finish_create, state, submitted, CreateModelResponse, "CreateModel", rt
-        )
+        self._hand_off(future, _finish_create, state, submitted, ep.CREATE_MODEL, rt)
 
     def create_from_state(
         self,
@@ -368,13 +354,11 @@ class TrainingActor(ChildActor):
         state.model_id = request.derived_model_id or ""
         state.guard.set_origin(request)
         started = time.monotonic()
-        response, sent = create_in_session(state.runtime, LOAD_WEIGHTS_PATH, request)
+        response, sent = create_in_session(state.runtime, ep.LOAD_WEIGHTS.path(), request)
         state.model_id = sent.derived_model_id or ""  # in a replaced session: a new id
         submitted = untyped_future(response)
         rt = time.monotonic() - started
-        self._hand_off(
-            future, _finish_create, state, submitted, LoadWeightsResponse, "LoadWeights", rt
-        )
+        self._hand_off(future, _finish_create, state, submitted, ep.LOAD_WEIGHTS, rt)
 
     # ------------------------------------------------------------------ training calls
     def _post_chunks(self, bodies: list[bytes]) -> tuple[list[UntypedFuture], float]:
@@ -398,12 +382,15 @@ class TrainingActor(ChildActor):
         return submitted, time.monotonic() - started
 
     def submit_forward(
-        self, bodies: list[bytes], request_type: str, future: ActorFuture[ForwardBackwardOutput]
+        self,
+        bodies: list[bytes],
+        endpoint: QueuedEndpoint[ForwardBackwardOutput],
+        future: ActorFuture[ForwardBackwardOutput],
     ) -> None:
         """POST each encoded chunk with the next seq_ids; a worker polls and combines."""
         submitted, rt = self._post_chunks(bodies)
         state = self.state
-        self._hand_off(future, poll_chunks, state, submitted, request_type, rt, state.model_id)
+        self._hand_off(future, poll_chunks, state, submitted, endpoint, rt, state.model_id)
 
     def submit_reserving(
         self,
@@ -428,11 +415,8 @@ class TrainingActor(ChildActor):
 
     def submit_json(
         self,
-        path: str,
+        endpoint: QueuedEndpoint[Any],
         payload: dict[str, Any],
-        expected: type[Any],
-        request_type: str,
-        max_retries: int | None,
         future: ActorFuture[Any],
     ) -> None:
         """POST a sequenced JSON request (``payload`` gets the seq_id and the current model
@@ -442,15 +426,13 @@ class TrainingActor(ChildActor):
         started = time.monotonic()
         current = {"model_id": state.model_id} if "model_id" in payload else {}
         submitted = self._post_sequenced(
-            path,
-            lambda seq: orjson.dumps({**payload, **current, "seq_id": seq}),
-            max_retries=max_retries,
+            endpoint.path(), lambda seq: orjson.dumps({**payload, **current, "seq_id": seq})
         )
         # Results complete in seq_id order on the client's one result lane, so when a save's
         # result arrives every earlier optim_step's has: the count is the checkpoint's step.
-        if request_type == "OptimStep":
+        if endpoint is ep.OPTIM_STEP:
             future.add_done_callback(guard.optim_done)
-        elif request_type == "SaveWeights":
+        elif endpoint is ep.SAVE_WEIGHTS:
             order = guard.next_order()
 
             def remember(done: ActorFuture[Any]) -> None:
@@ -459,27 +441,22 @@ class TrainingActor(ChildActor):
 
             future.add_done_callback(remember)
         rt = time.monotonic() - started
-        self._hand_off(
-            future, _poll, state, submitted, expected, request_type, False, rt, state.model_id
-        )
+        self._hand_off(future, _poll, state, submitted, endpoint, False, rt, state.model_id)
 
     def submit_unsequenced(
-        self,
-        path: str,
-        payload: dict[str, Any],
-        expected: type[Any],
-        request_type: str,
-        future: ActorFuture[Any],
+        self, endpoint: QueuedEndpoint[Any], payload: dict[str, Any], future: ActorFuture[Any]
     ) -> None:
         """POST a request outside the seq_id sequence (unload_model); a worker polls it."""
         state = self.state
         state.guard.check()
-        if path == UNLOAD_PATH:
+        if endpoint is ep.UNLOAD_MODEL:
             state.guard.unloaded = True
         if "model_id" in payload:
             payload = {**payload, "model_id": state.model_id}
         started = time.monotonic()
-        response = state.runtime.transport.request("POST", path, body=orjson.dumps(payload))
+        response = state.runtime.transport.request(
+            endpoint.method, endpoint.path(), body=orjson.dumps(payload)
+        )
         submitted = untyped_future(response)
         rt = time.monotonic() - started
-        self._hand_off(future, _poll, self.state, submitted, expected, request_type, False, rt)
+        self._hand_off(future, _poll, self.state, submitted, endpoint, False, rt)

@@ -17,6 +17,7 @@ import uuid
 from typing import Final
 
 from tinkex_actors import _constants as c
+from tinkex_actors import _endpoints as ep
 from tinkex_actors._logging import get_logger
 from tinkex_actors.actors._runtime import Runtime
 from tinkex_actors.errors import TinkexError
@@ -26,7 +27,7 @@ from tinkex_actors.wire import encode_json
 
 __all__ = ["SessionReporter"]
 
-_PATH: Final = f"{c.API_PREFIX}/telemetry"
+_PATH: Final = ep.TELEMETRY.path()
 #: One id per process, as the protocol's ``process_uuid``.
 _PROCESS_UUID: Final = str(uuid.uuid4())
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import math
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
@@ -37,6 +35,9 @@ __all__ = [
     "positive_int",
     "rest_client",
 ]
+
+#: The download bar's characters: empty, full.
+_BAR_CHARS = "-#"
 
 
 def add_client_options(parser: argparse.ArgumentParser) -> None:
@@ -153,43 +154,69 @@ def confirm(question: str, *, stdin: TextIO | None = None, stderr: TextIO | None
 class ProgressBar:
     """A one-line progress bar on stderr: ``progress(downloaded, total)`` callbacks.
 
-    On a terminal the line is redrawn at most every ``interval`` seconds (and at the end); in
-    a pipe only the final line is written.
+    tqdm draws it: on a terminal it is redrawn at most every ``interval`` seconds (and at the
+    end); in a pipe only the final line is written, by :meth:`finish`.
     """
 
     def __init__(
         self, label: str, *, stream: TextIO | None = None, width: int = 30, interval: float = 0.1
     ) -> None:
+        from tinkex_actors._progress import FieldBar
+
         self._label = label
         self._stream = stream or sys.stderr
         self._width = width
-        self._interval = interval
-        self._tty = bool(getattr(self._stream, "isatty", lambda: False)())
-        self._last_draw = -math.inf
         self._last: tuple[int, int | None] = (0, None)
+        tty = bool(getattr(self._stream, "isatty", lambda: False)())
+        self._bar = FieldBar(
+            total=None,
+            desc=label,
+            file=self._stream,
+            ascii=_BAR_CHARS,
+            bar_format=self._format(None),
+            mininterval=interval,
+            leave=True,
+            disable=not tty,
+            fields=self._fields(0, None),
+        )
+
+    def _format(self, total: int | None) -> str:
+        if total:
+            return f"{{desc}} [{{bar:{self._width}}}] {{percentage:5.1f}}% {{done}} / {{size}}"
+        return "{desc} {done}"
+
+    @staticmethod
+    def _fields(done: int, total: int | None) -> dict[str, object]:
+        return {"done": format_size(done), "size": format_size(total)}
 
     def render(self, done: int, total: int | None) -> str:
         """The bar's text for ``done`` of ``total`` bytes."""
-        if total:
-            share = min(done / total, 1.0)
-            filled = round(share * self._width)
-            bar = "#" * filled + "-" * (self._width - filled)
-            return (
-                f"{self._label} [{bar}] {share * 100:5.1f}% "
-                f"{format_size(done)} / {format_size(total)}"
-            )
-        return f"{self._label} {format_size(done)}"
+        from tinkex_actors._progress import FieldBar
+
+        return FieldBar.line(
+            min(done, total) if total else done,
+            total or None,
+            fields=self._fields(done, total),
+            prefix=self._label,
+            ascii=_BAR_CHARS,
+            bar_format=self._format(total),
+        )
 
     def __call__(self, done: int, total: int | None) -> None:
         self._last = (done, total)
-        now = time.monotonic()
-        if self._tty and now - self._last_draw >= self._interval:
-            self._last_draw = now
-            self._stream.write("\r" + self.render(done, total))
-            self._stream.flush()
+        bar = self._bar
+        if bar.disable:
+            return
+        bar.fields.update(self._fields(done, total))
+        if (total or None) != bar.total:
+            bar.total = total or None
+            bar.bar_format = self._format(total)
+        bar.update((min(done, total) if total else done) - bar.n)
 
     def finish(self) -> None:
         """Draw the final state and end the line."""
-        text = self.render(*self._last)
-        self._stream.write(("\r" if self._tty else "") + text + "\n")
-        self._stream.flush()
+        if self._bar.disable:
+            self._stream.write(self.render(*self._last) + "\n")
+            self._stream.flush()
+            return
+        self._bar.close()  # draws the final state

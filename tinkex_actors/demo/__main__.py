@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"{FAST_STEPS} steps (for tests; also {ENV_FAST}=1): the facts are not all learned",
     )
-    add("--plain", action="store_true", help="a plain progress line instead of tqdm")
+    add("--plain", action="store_true", help="a plain ASCII progress line (for logs)")
     return parser
 
 

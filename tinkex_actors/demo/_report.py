@@ -3,63 +3,56 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 __all__ = ["Progress", "plot_losses", "table"]
 
-_BAR_WIDTH = 30
+#: The plain bar: ASCII, a fixed layout, every step drawn.
+_PLAIN: dict[str, Any] = {
+    "ascii": ".#",
+    "bar_format": "{desc} [{bar:30}] {n}/{total} loss={loss} {elapsed_s:.1f}s",
+    "mininterval": 0,
+    "miniters": 1,
+}
 
 
 class Progress:
-    """A progress bar with the loss per step: tqdm (the ``demo`` extra) or a plain fallback.
+    """A tqdm progress bar with the loss per step.
 
     Args:
         total: number of steps.
         stream: where the bar goes (default stderr, like tqdm).
-        plain: use the fallback even when tqdm is installed.
+        plain: a plain ASCII line (``training [###...] 3/10 loss=1.234 0.8s``) instead of
+            tqdm's default look, for logs.
     """
 
     def __init__(self, total: int, *, stream: TextIO | None = None, plain: bool = False) -> None:
+        from tinkex_actors._progress import FieldBar
+
         self.total = total
-        self.stream = stream or sys.stderr
         self.done = 0
-        self._started = time.monotonic()
-        self._bar: Any = None
-        if not plain:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                pass
-            else:
-                self._bar = tqdm(
-                    total=total, desc="training", unit="step", file=self.stream, leave=True
-                )
+        self._bar = FieldBar(
+            total=total,
+            desc="training",
+            unit="step",
+            file=stream or sys.stderr,
+            leave=True,
+            fields={"loss": "-"},
+            **(_PLAIN if plain else {}),
+        )
 
     def update(self, loss: float) -> None:
         """One step done with this loss (per completion token)."""
         self.done += 1
-        if self._bar is not None:
-            self._bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-            self._bar.update(1)
-            return
-        filled = _BAR_WIDTH * self.done // max(1, self.total)
-        elapsed = time.monotonic() - self._started
-        line = (
-            f"\rtraining [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] "
-            f"{self.done}/{self.total} loss={loss:.3f} {elapsed:.1f}s"
-        )
-        self.stream.write(line + ("\n" if self.done >= self.total else ""))
-        self.stream.flush()
+        self._bar.fields["loss"] = f"{loss:.3f}"
+        self._bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        self._bar.update(1)
 
     def close(self) -> None:
         """Finish the bar."""
-        if self._bar is not None:
-            self._bar.close()
-        elif self.done < self.total:
-            self.stream.write("\n")
+        self._bar.close()
 
 
 def table(rows: Sequence[tuple[str, str, str, bool]]) -> str:

@@ -30,10 +30,10 @@ from tinkex_actors.server.checkpoints import CheckpointFiles
 from tinkex_actors.server.engine_api import Engine
 from tinkex_actors.server.engine_host import EngineHost
 from tinkex_actors.server.engines import load_engine
-from tinkex_actors.server.futures import FutureStore
 from tinkex_actors.server.idempotency import IdempotencyCache
 from tinkex_actors.server.latency import NetworkDelayMiddleware
 from tinkex_actors.server.middleware import GuardMiddleware
+from tinkex_actors.server.pending import PendingRequests
 from tinkex_actors.server.persistence import save_live_models
 from tinkex_actors.server.rate_limit import SampleRateLimiter
 from tinkex_actors.server.request_log import RequestLogMiddleware
@@ -48,7 +48,7 @@ from tinkex_actors.server.routes import (
     weights,
 )
 from tinkex_actors.server.routes._common import answer, release_rejected
-from tinkex_actors.server.routes.futures import FuturesEndpoint
+from tinkex_actors.server.routes.results import ResultsEndpoint
 from tinkex_actors.server.scheduler import Scheduler
 from tinkex_actors.server.sessions import end_session, expire_idle_sessions
 from tinkex_actors.server.settings import ServerSettings
@@ -92,7 +92,7 @@ def _open_state(
         signer=ArchiveSigner(settings.data_dir),
         host=host,
         scheduler=scheduler,
-        futures=FutureStore(settings.future_ttl, settings.delivered_future_ttl),
+        pending=PendingRequests(settings.future_ttl, settings.delivered_future_ttl),
         idempotency=IdempotencyCache(SERVER_IDEMPOTENCY_MAX, settings.future_ttl),
         loop=loop,
         rate_limiter=SampleRateLimiter(settings.rate_limits),
@@ -112,7 +112,7 @@ async def _sweep(state: ServerState) -> None:
                 dir_name = state.store.delete_checkpoint(row.run_id, row.checkpoint_id)
                 if dir_name is not None:
                     await asyncio.to_thread(state.files.remove, dir_name)
-            state.futures.sweep()
+            state.pending.sweep()
             state.idempotency.sweep()
             expire_idle_sessions(state)
         except Exception:
@@ -124,12 +124,12 @@ def begin_shutdown(app: FastAPI) -> None:
     state: ServerState | None = getattr(app.state, "server", None)
     if state is not None:
         state.shutting_down = True
-        state.futures.wake_all()
+        state.pending.wake_all()
 
 
 async def _close_state(state: ServerState) -> None:
     state.shutting_down = True
-    state.futures.wake_all()
+    state.pending.wake_all()
     await asyncio.to_thread(state.scheduler.shutdown)
     try:
         await asyncio.to_thread(save_live_models, state)
@@ -218,7 +218,7 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
     # Added first, so it runs inside the guard: authenticated, ahead of the router.
-    app.add_middleware(FuturesEndpoint)
+    app.add_middleware(ResultsEndpoint)
     app.add_middleware(
         GuardMiddleware,
         keyring=keyring,

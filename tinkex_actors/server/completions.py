@@ -13,7 +13,7 @@ error.
 
 Entries leave a log when a poll's ``prev_cursor`` passes them, when the client acknowledges
 their request ids (``retrieved_request_ids``), or when the future itself is swept (the
-future retention of :mod:`tinkex_actors.server.futures`), so a session that never polls
+future retention of :mod:`tinkex_actors.server.pending`), so a session that never polls
 holds no more than the futures do. A log with nothing in it, no request still to report and
 no poll waiting, untouched for ``idle_ttl``, is dropped (a log still expecting completions
 never is: they would land in a log no poll finds).
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tinkex_actors.server.futures import FutureRecord
+    from tinkex_actors.server.pending import PendingRequest
 
 __all__ = ["CompletionLog", "CompletionLogs", "LogKey"]
 
@@ -48,7 +48,7 @@ class CompletionLog:
         self.key = key
         self.tenant = tenant
         #: request id -> (cursor, record), oldest first.
-        self.entries: OrderedDict[str, tuple[int, FutureRecord]] = OrderedDict()
+        self.entries: OrderedDict[str, tuple[int, PendingRequest]] = OrderedDict()
         self.closed = False
         self.touched = now
         self.waiters = 0
@@ -57,7 +57,7 @@ class CompletionLog:
         self.pending = 0
         self._event: asyncio.Event | None = None
 
-    def append(self, cursor: int, record: FutureRecord) -> None:
+    def append(self, cursor: int, record: PendingRequest) -> None:
         """Record a finished request and wake the polls waiting for one."""
         if self.closed:
             return
@@ -77,7 +77,7 @@ class CompletionLog:
         """Forget one entry (acknowledged or swept)."""
         self.entries.pop(request_id, None)
 
-    def after(self, cursor: int, limit: int) -> Iterator[tuple[int, FutureRecord]]:
+    def after(self, cursor: int, limit: int) -> Iterator[tuple[int, PendingRequest]]:
         """Up to ``limit`` entries past ``cursor``, oldest first."""
         count = 0
         for entry in self.entries.values():
@@ -148,7 +148,7 @@ class CompletionLogs:
         """The target's log, if any."""
         return self._logs.get(key)
 
-    def record(self, log: CompletionLog, record: FutureRecord, *, report: bool = True) -> None:
+    def record(self, log: CompletionLog, record: PendingRequest, *, report: bool = True) -> None:
         """One of ``log``'s pending requests completed: append it under the next cursor
         (unless ``report`` is false: the future is already gone)."""
         log.pending -= 1

@@ -56,8 +56,8 @@ from tinkex_actors._constants import (
     EMBEDDED_STOP_TIMEOUT,
     ENV_API_KEY,
     ENV_BASE_URL,
-    HEALTHZ_PATH,
 )
+from tinkex_actors._endpoints import HEALTHZ
 from tinkex_actors.config import Config
 from tinkex_actors.errors import EmbeddedServerError, ValidationError
 from tinkex_actors.server.auth import generate_api_key
@@ -341,7 +341,7 @@ class EmbeddedServer:
         )
 
     def _healthy(self) -> bool:
-        url = f"http://{_HOST}:{self._port}{HEALTHZ_PATH}"
+        url = f"http://{_HOST}:{self._port}{HEALTHZ.path()}"
         try:
             with urllib.request.urlopen(url, timeout=2) as reply:
                 return bool(reply.status == 200)

@@ -7,7 +7,7 @@ latter (issue 14), so three flags emulate it:
 * ``--sample-latency-ms`` / ``--train-latency-ms``: an asample (forward_backward, forward,
   optim_step) becomes visible to clients no sooner than that long after it was queued. The
   engine runs it as before; only its future's completion is held back, by an event-loop timer
-  (:class:`~tinkex_actors.server.futures.FutureRecord`'s ``not_before``). So requests wait
+  (:class:`~tinkex_actors.server.pending.PendingRequest`'s ``not_before``). So requests wait
   *in parallel*, as on a fleet of accelerators, not one after another behind the engine's
   workers: 1,000 samples at 2 s take about 2 s. A model's training requests still run in
   ``seq_id`` order.

@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 from tinkex_actors._logging import get_logger
 from tinkex_actors.errors import APIStatusError, RequestErrorCategory
 from tinkex_actors.server.engine_api import EngineNotFoundError, EngineUserError
-from tinkex_actors.server.futures import FutureRecord
 from tinkex_actors.server.http_errors import conflict
+from tinkex_actors.server.pending import PendingRequest
 
 __all__ = ["Job", "Scheduler"]
 
@@ -47,7 +47,7 @@ class Job:
     """One unit of engine work and the future it completes."""
 
     run: Callable[[], Any]
-    future: FutureRecord
+    future: PendingRequest
     seq_id: int | None = None
     #: Called (on the worker thread) when ``run`` raised or the job was dropped.
     on_failure: Callable[[], None] | None = None

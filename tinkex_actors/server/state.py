@@ -27,9 +27,9 @@ from tinkex_actors.server.archives import ArchiveSigner
 from tinkex_actors.server.checkpoints import CheckpointFiles, TinkerPath
 from tinkex_actors.server.engine_api import BaseModelInfo, LoraSpec, OptimizerSpec
 from tinkex_actors.server.engine_host import EngineHost
-from tinkex_actors.server.futures import FutureStore, ResultKind
 from tinkex_actors.server.http_errors import bad_request, forbidden, gone, not_found, unavailable
 from tinkex_actors.server.idempotency import IdempotencyCache
+from tinkex_actors.server.pending import PendingRequests, ResultKind
 from tinkex_actors.server.persistence import RESTORE_SEQ_ID, restore_job
 from tinkex_actors.server.rate_limit import SampleRateLimiter
 from tinkex_actors.server.scheduler import Job, Scheduler
@@ -88,7 +88,7 @@ class ServerState:
         signer: ArchiveSigner,
         host: EngineHost,
         scheduler: Scheduler,
-        futures: FutureStore,
+        pending: PendingRequests,
         idempotency: IdempotencyCache,
         loop: asyncio.AbstractEventLoop,
         rate_limiter: SampleRateLimiter | None = None,
@@ -100,7 +100,7 @@ class ServerState:
         self.signer = signer
         self.host = host
         self.scheduler = scheduler
-        self.futures = futures
+        self.pending = pending
         self.idempotency = idempotency
         self.loop = loop
         #: ``--rate-limit``: per-tenant asample limits (event loop only).
@@ -243,7 +243,7 @@ class ServerState:
             self.restoring.add(run.run_id)
         self.scheduler.open_lane(run.run_id, saved.last_seq)
         job, cleanup = restore_job(self, model, saved)
-        future = self.futures.create(run.owner, ResultKind.JSON, self.loop)
+        future = self.pending.create(run.owner, ResultKind.JSON, self.loop)
         self.scheduler.submit(
             run.run_id, Job(run=job, future=future, seq_id=RESTORE_SEQ_ID, on_failure=cleanup)
         )

@@ -333,11 +333,6 @@ class Store(LiveModelTable):
         r = self._one("SELECT * FROM training_runs WHERE run_id=?", (run_id,))
         return self._run(r) if r else None
 
-    def touch_run(self, run_id: str, now: float) -> None:
-        """Record activity on a run."""
-        with self._tx() as db:
-            db.execute("UPDATE training_runs SET last_request_time=? WHERE run_id=?", (now, run_id))
-
     _ACCESSIBLE = (
         "(owner=? OR run_id IN (SELECT run_id FROM checkpoints WHERE public=1 "
         "AND (expires_at IS NULL OR expires_at>?)))"

@@ -205,9 +205,14 @@ def str_mapping(*, values: type[str] | None = None, optional: bool = False) -> V
             return
         if not isinstance(value, Mapping):
             raise ValidationError(f"expected a mapping, got {type_name(value)}", field=field)
-        for key in value:
+        for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(f"keys must be strings, got {type_name(key)}", field=field)
+            if values is not None and not isinstance(item, values):
+                raise ValidationError(
+                    f"expected a {getattr(values, '__name__', 'value')}, got {type_name(item)}",
+                    field=f"{field}.{key}",
+                )
 
     return validate
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any, TypeVar
 
 import orjson
@@ -18,11 +19,16 @@ import pydantic
 from fastapi import Request, Response
 from google.protobuf.message import DecodeError
 
-from tinkex_actors._constants import CONTENT_JSON, CONTENT_PROTOBUF, HEADER_IDEMPOTENCY_KEY
+from tinkex_actors._constants import (
+    CONTENT_JSON,
+    CONTENT_PROTOBUF,
+    HEADER_IDEMPOTENCY_KEY,
+    SERVER_MAX_DECOMPRESSION_RATIO,
+)
 from tinkex_actors._logging import get_logger
 from tinkex_actors.server.completions import LogKey
-from tinkex_actors.server.futures import ResultKind
 from tinkex_actors.server.http_errors import bad_request, too_large
+from tinkex_actors.server.pending import ResultKind
 from tinkex_actors.server.request_log import note_model
 from tinkex_actors.server.scheduler import Job
 from tinkex_actors.server.state import ServerState, digest
@@ -30,6 +36,7 @@ from tinkex_actors.wire import tinker_public_pb2 as pb
 
 __all__ = [
     "JSON",
+    "SERVER_ONLY",
     "answer",
     "body",
     "idempotent",
@@ -46,6 +53,9 @@ __all__ = [
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 JSON = dict[str, Any]
+#: Route tags (``tags=SERVER_ONLY``) of the routes the SDK does not call: every other route
+#: under ``/api/v1`` is an endpoint the SDK declares (``tests/test_endpoints.py`` checks both).
+SERVER_ONLY: list[str | Enum] = ["server-only"]
 _ZSTD_CHUNK = 1 << 20
 #: Scope-state key of the (decompressed) request body, for :func:`release_rejected`.
 _BODY_KEY = "tinkex.body"
@@ -96,7 +106,7 @@ async def body(request: Request) -> bytes:
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding == "zstd":
         state = server(request)
-        raw = _unzstd(raw, state.settings.max_body_bytes * 16)
+        raw = _unzstd(raw, state.settings.max_body_bytes * SERVER_MAX_DECOMPRESSION_RATIO)
     elif encoding not in ("", "identity"):
         raise bad_request(f"unsupported Content-Encoding {encoding!r} (expected zstd or none)")
     request.scope.setdefault("state", {})[_BODY_KEY] = raw
@@ -264,7 +274,7 @@ def submit(
         seen = state.scheduler.dedupe(lane, seq_id, fingerprint)
         if seen is not None:
             return seen
-    future = state.futures.create(tenant_id, kind, state.loop, latency=latency, log_key=log_key)
+    future = state.pending.create(tenant_id, kind, state.loop, latency=latency, log_key=log_key)
     response: JSON = {"request_id": future.request_id}
     if lane is not None:
         response["model_id"] = lane

@@ -20,13 +20,13 @@ router = APIRouter()
 
 @router.get(STATS_PATH)
 async def stats(request: Request) -> Response:
-    """Counters of :class:`~tinkex_actors.server.futures.FutureStats` plus current holdings."""
-    return answer(server(request).futures.snapshot())
+    """Counters of :class:`~tinkex_actors.server.pending.PendingStats` plus current holdings."""
+    return answer(server(request).pending.snapshot())
 
 
 @router.post(f"{STATS_PATH}/reset")
 async def reset(request: Request) -> Response:
     """Restart the peaks; answers the counters after the reset."""
-    futures = server(request).futures
-    futures.reset_peaks()
-    return answer(futures.snapshot())
+    pending = server(request).pending
+    pending.reset_peaks()
+    return answer(pending.snapshot())

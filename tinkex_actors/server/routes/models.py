@@ -23,8 +23,8 @@ from tinkex_actors.server.engine_api import (
     LoraSpec,
     OptimizerSpec,
 )
-from tinkex_actors.server.futures import ResultKind
 from tinkex_actors.server.http_errors import bad_request, conflict, not_found
+from tinkex_actors.server.pending import ResultKind
 from tinkex_actors.server.routes._common import (
     JSON,
     answer,

@@ -33,6 +33,7 @@ from tinkex_actors.server.checkpoints import (
 from tinkex_actors.server.http_errors import bad_request, conflict, forbidden, not_found
 from tinkex_actors.server.routes._common import (
     JSON,
+    SERVER_ONLY,
     answer,
     body,
     idempotent_no_content,
@@ -349,7 +350,7 @@ def _parts(path: TinkerPath) -> tuple[str, str, str]:
     return path.run_id, path.kind, path.name
 
 
-@router.get(ARCHIVE_PREFIX.removeprefix("/api/v1") + "{run_id}/{kind}/{name}")
+@router.get(ARCHIVE_PREFIX.removeprefix("/api/v1") + "{run_id}/{kind}/{name}", tags=SERVER_ONLY)
 async def download_archive(request: Request, run_id: str, kind: str, name: str) -> Response:
     """The tar behind a signed URL (no API key: the signature is the permission)."""
     state = server(request)
@@ -377,7 +378,10 @@ async def download_archive(request: Request, run_id: str, kind: str, name: str) 
     )
 
 
-@router.get(FILES_PREFIX.removeprefix("/api/v1") + "{run_id}/{kind}/{name}/{relpath:path}")
+@router.get(
+    FILES_PREFIX.removeprefix("/api/v1") + "{run_id}/{kind}/{name}/{relpath:path}",
+    tags=SERVER_ONLY,
+)
 async def download_file(
     request: Request, run_id: str, kind: str, name: str, relpath: str
 ) -> Response:

@@ -18,8 +18,8 @@ from tinkex_actors._constants import SAMPLE_SEQ_ID_STRIDE
 from tinkex_actors.server.checkpoints import TinkerPath, parse_tinker_path
 from tinkex_actors.server.codec_json import decode_model_input
 from tinkex_actors.server.engine_api import BaseModelInfo, SampleResult
-from tinkex_actors.server.futures import ResultKind
 from tinkex_actors.server.http_errors import bad_request, conflict, not_found, rate_limited
+from tinkex_actors.server.pending import ResultKind
 from tinkex_actors.server.routes._common import (
     JSON,
     answer,
@@ -209,7 +209,7 @@ def release_session_samplers(state: ServerState, session_id: str) -> None:
         for sampler_id in dropped:
             del state.samplers[sampler_id]
     # Polls of the session's completions are released (and answer 410 from now on).
-    state.futures.logs.close_prefix(prefix)
+    state.pending.logs.close_prefix(prefix)
     for sampler_id in dropped:
 
         def drop(sampler_id: str = sampler_id) -> JSON:

@@ -14,11 +14,12 @@ from tinkex_actors._constants import CONTENT_PROTOBUF
 from tinkex_actors.server.codec_json import decode_forward_backward_json
 from tinkex_actors.server.codec_proto import decode_forward_backward
 from tinkex_actors.server.engine_api import ForwardBackwardResult
-from tinkex_actors.server.futures import ResultKind
 from tinkex_actors.server.http_errors import bad_request
 from tinkex_actors.server.payloads import FwdBwdPayload
+from tinkex_actors.server.pending import ResultKind
 from tinkex_actors.server.routes._common import (
     JSON,
+    SERVER_ONLY,
     body,
     parse,
     server,
@@ -78,7 +79,7 @@ async def forward_backward(request: Request) -> Response:
     return await _submit_forward(request, raw, payload)
 
 
-@router.post("/forward")
+@router.post("/forward", tags=SERVER_ONLY)
 async def forward(request: Request) -> Response:
     """Legacy (pre-0.25) JSON forward-only pass."""
     raw = await body(request)

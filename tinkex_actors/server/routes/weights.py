@@ -32,10 +32,11 @@ from tinkex_actors.server.engine_api import (
     OptimizerSpec,
 )
 from tinkex_actors.server.exports import encrypt_directory, parse_recipients
-from tinkex_actors.server.futures import ResultKind
 from tinkex_actors.server.http_errors import bad_request, conflict
+from tinkex_actors.server.pending import ResultKind
 from tinkex_actors.server.routes._common import (
     JSON,
+    SERVER_ONLY,
     answer,
     body,
     idempotent,
@@ -277,7 +278,7 @@ async def save_weights_for_sampler(request: Request) -> Response:
     )
 
 
-@router.post("/save_weights_external")
+@router.post("/save_weights_external", tags=SERVER_ONLY)
 async def save_weights_external(request: Request) -> Response:
     """Export the adapter for download: ``tinker://<run>/external_weights/<name>``."""
     raw = await body(request)

@@ -1,8 +1,11 @@
-"""Futures: the results of queued requests, held in memory until retrieved (and a while after).
+"""The server's record of queued requests: each one's outcome, held in memory until retrieved
+(and a while after).
 
-A :class:`FutureRecord` is created when a request is accepted and completed from a worker
+The protocol answers a queued request with a future (``{"request_id"}``) and hands out its
+result through ``retrieve_future``; this module is the server side of that: a
+:class:`PendingRequest` is created when a request is accepted and completed from a worker
 thread; ``retrieve_future`` long-polls it on the event loop. Results are encoded lazily, once
-per wire format, so repeated polls of a finished future cost a dictionary lookup.
+per wire format, so repeated polls of a finished request cost a dictionary lookup.
 
 Retention: a finished future stays retrievable for ``ttl`` (an hour) until its result is sent,
 then for ``delivered_ttl`` (a minute: a client whose answer was lost polls again within
@@ -40,7 +43,7 @@ from tinkex_actors.server.codec_proto import encode_forward_backward, encode_sam
 from tinkex_actors.server.completions import CompletionLog, CompletionLogs, LogKey
 from tinkex_actors.server.engine_api import ForwardBackwardResult, SampleResult
 
-__all__ = ["FutureRecord", "FutureStats", "FutureStore", "ResultKind"]
+__all__ = ["PendingRequest", "PendingRequests", "PendingStats", "ResultKind"]
 
 
 class ResultKind(Enum):
@@ -56,7 +59,7 @@ _HEX = frozenset("0123456789abcdef")
 
 
 @dataclass
-class FutureStats:
+class PendingStats:
     """Counters of sampling work, for the benchmark's debug endpoint (event loop only).
 
     Attributes:
@@ -75,8 +78,8 @@ class FutureStats:
     samples_pending_peak: int = 0
 
 
-class FutureRecord:
-    """One request's future. Completed once, from any thread."""
+class PendingRequest:
+    """One queued request and, once it ran, its outcome. Completed once, from any thread."""
 
     __slots__ = (
         "_encoded",
@@ -106,7 +109,7 @@ class FutureRecord:
         *,
         not_before: float = 0.0,
         log: CompletionLog | None = None,
-        store: FutureStore | None = None,
+        store: PendingRequests | None = None,
     ) -> None:
         self.request_id = request_id
         self.tenant = tenant
@@ -225,9 +228,9 @@ class FutureRecord:
         return orjson.dumps(self.result)
 
 
-class FutureStore:
-    """Every live future by request id; finished ones are evicted after ``ttl`` seconds, or
-    ``delivered_ttl`` seconds after their answer was sent.
+class PendingRequests:
+    """Every live queued request by request id; finished ones are evicted after ``ttl``
+    seconds, or ``delivered_ttl`` seconds after their answer was sent.
 
     Args:
         ttl: retention of a finished future nobody fetched.
@@ -244,7 +247,7 @@ class FutureStore:
         self._ttl = ttl
         self._delivered_ttl = ttl if delivered_ttl is None else min(ttl, delivered_ttl)
         self._clock = clock
-        self._futures: dict[str, FutureRecord] = {}
+        self._records: dict[str, PendingRequest] = {}
         self._lock = threading.Lock()
         # A per-boot prefix: ids from before a restart are never confused with new ones, and
         # are recognised as lost (410) rather than unknown (404).
@@ -252,7 +255,7 @@ class FutureStore:
         self._counter = itertools.count(1)
         #: The completion logs of sampling sessions (``retrieve_futures``).
         self.logs = CompletionLogs(self._delivered_ttl, clock)
-        self.stats = FutureStats()
+        self.stats = PendingStats()
 
     def create(
         self,
@@ -262,7 +265,7 @@ class FutureStore:
         *,
         latency: float = 0.0,
         log_key: LogKey | None = None,
-    ) -> FutureRecord:
+    ) -> PendingRequest:
         """A new pending future owned by ``tenant`` (call on the event loop).
 
         Args:
@@ -278,7 +281,7 @@ class FutureStore:
             log = self.logs.open(log_key, tenant)
             log.pending += 1
         not_before = time.monotonic() + latency if latency > 0 else 0.0
-        record = FutureRecord(
+        record = PendingRequest(
             request_id, tenant, kind, loop, not_before=not_before, log=log, store=self
         )
         if kind is ResultKind.SAMPLE:
@@ -291,24 +294,24 @@ class FutureStore:
             )
             stats.samples_pending_peak = max(stats.samples_pending_peak, stats.samples_pending)
         with self._lock:
-            self._futures[request_id] = record
+            self._records[request_id] = record
         return record
 
-    def _completed(self, record: FutureRecord) -> None:
+    def _completed(self, record: PendingRequest) -> None:
         # On the loop, when the outcome became visible.
         if record.kind is ResultKind.SAMPLE:
             self.stats.samples_pending -= 1
         if record.log is not None:
             # A future acknowledged (dropped) before this ran is not reported again.
-            self.logs.record(record.log, record, report=record.request_id in self._futures)
+            self.logs.record(record.log, record, report=record.request_id in self._records)
 
-    def _delivered(self, record: FutureRecord) -> None:
+    def _delivered(self, record: PendingRequest) -> None:
         if record.kind is ResultKind.SAMPLE:
             self.stats.samples_in_flight -= 1
 
-    def get(self, request_id: str, tenant: str) -> FutureRecord | None:
+    def get(self, request_id: str, tenant: str) -> PendingRequest | None:
         """The future, or None when unknown, evicted or someone else's."""
-        record = self._futures.get(request_id)
+        record = self._records.get(request_id)
         if record is None or record.tenant != tenant:
             return None
         return record
@@ -317,19 +320,19 @@ class FutureStore:
         """Drop the finished futures of ``log`` whose results the client has (``retrieve_futures``
         ``retrieved_request_ids``); ids of other targets and pending ones are ignored.
         Returns how many were dropped."""
-        dropped: list[FutureRecord] = []
+        dropped: list[PendingRequest] = []
         with self._lock:
             for request_id in request_ids:
-                record = self._futures.get(request_id)
+                record = self._records.get(request_id)
                 if record is not None and record.log is log and record.done:
-                    del self._futures[request_id]
+                    del self._records[request_id]
                     dropped.append(record)
         for record in dropped:
             log.discard(record.request_id)
             self._forgotten(record)
         return len(dropped)
 
-    def _forgotten(self, record: FutureRecord) -> None:
+    def _forgotten(self, record: PendingRequest) -> None:
         if record.kind is ResultKind.SAMPLE and not record.delivered_at:
             record.delivered_at = self._clock()
             self.stats.samples_in_flight -= 1
@@ -358,12 +361,12 @@ class FutureStore:
         with self._lock:
             stale = [
                 f
-                for f in self._futures.values()
+                for f in self._records.values()
                 if f.done
                 and (f.done_at < cutoff or (f.delivered_at and f.delivered_at < delivered_cutoff))
             ]
             for record in stale:
-                del self._futures[record.request_id]
+                del self._records[record.request_id]
         for record in stale:
             if record.log is not None:
                 record.log.discard(record.request_id)
@@ -374,7 +377,7 @@ class FutureStore:
     def wake_all(self) -> None:
         """Release every waiter (shutdown): pending polls answer at once."""
         with self._lock:
-            records = list(self._futures.values())
+            records = list(self._records.values())
         for record in records:
             if not record.done:
                 record.wake()
@@ -383,12 +386,12 @@ class FutureStore:
     def pending(self) -> int:
         """How many futures are not finished yet."""
         with self._lock:
-            return sum(1 for f in self._futures.values() if not f.done)
+            return sum(1 for f in self._records.values() if not f.done)
 
     def snapshot(self) -> dict[str, int]:
-        """The counters of :class:`FutureStats` plus what is held now (futures, logs)."""
+        """The counters of :class:`PendingStats` plus what is held now (futures, logs)."""
         with self._lock:
-            held = len(self._futures)
+            held = len(self._records)
         return {
             **asdict(self.stats),
             "futures_held": held,

@@ -35,19 +35,20 @@ import orjson
 from tinkex_actors._constants import API_PREFIX, CONTENT_JSON, CONTENT_PROTOBUF
 from tinkex_actors.errors import APIStatusError
 from tinkex_actors.server.completions import CompletionLog
-from tinkex_actors.server.futures import FutureRecord
 from tinkex_actors.server.http_errors import bad_request, gone, not_found
+from tinkex_actors.server.pending import PendingRequest
 from tinkex_actors.server.routes._common import parse
 from tinkex_actors.server.schemas import FuturesTargetBody, RetrieveFuturesBody
 from tinkex_actors.server.state import ServerState
 
-__all__ = ["RETRIEVE_FUTURES_PATH", "RETRIEVE_FUTURE_PATH", "FuturesEndpoint"]
+__all__ = ["PATHS", "RETRIEVE_FUTURES_PATH", "RETRIEVE_FUTURE_PATH", "ResultsEndpoint"]
 
 RETRIEVE_FUTURE_PATH = f"{API_PREFIX}/retrieve_future"
 RETRIEVE_FUTURES_PATH = f"{API_PREFIX}/retrieve_futures"
 #: Most completions in one retrieve_futures answer (the rest come with the next poll).
 COMPLETIONS_PER_ANSWER = 10_000
-_PATHS = frozenset({RETRIEVE_FUTURE_PATH, RETRIEVE_FUTURES_PATH})
+#: Every path this layer answers (POST only).
+PATHS = frozenset({RETRIEVE_FUTURE_PATH, RETRIEVE_FUTURES_PATH})
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -87,10 +88,10 @@ def _target_log(state: ServerState, tenant: str, target: FuturesTargetBody) -> C
     session = state.store.get_session(row.session_id)
     if session is None or session.status != "active":
         raise gone(f"sampling session {sampler_id!r} belongs to a finished session")
-    return state.futures.logs.open((sampler_id, target.cloned_sampler_id), tenant)
+    return state.pending.logs.open((sampler_id, target.cloned_sampler_id), tenant)
 
 
-def _completion(record: FutureRecord) -> dict[str, Any]:
+def _completion(record: PendingRequest) -> dict[str, Any]:
     if record.failed:
         return {"state": "failed", "request_id": record.request_id}
     # The size of the protobuf answer (what 0.38 fetches); encoded now, it is cached for
@@ -103,7 +104,7 @@ def _completion(record: FutureRecord) -> dict[str, Any]:
     }
 
 
-class FuturesEndpoint:
+class ResultsEndpoint:
     """Serves ``POST /api/v1/retrieve_future`` and ``/retrieve_futures``; passes everything
     else to ``app``."""
 
@@ -111,7 +112,7 @@ class FuturesEndpoint:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in _PATHS:
+        if scope["type"] != "http" or scope["path"] not in PATHS:
             await self.app(scope, receive, send)
             return
         if scope["method"] != "POST":
@@ -140,7 +141,7 @@ class FuturesEndpoint:
         state: ServerState = scope["app"].state.server
         req = parse(raw, RetrieveFuturesBody)
         log = _target_log(state, scope["state"]["tenant"], req.target)
-        logs = state.futures.logs
+        logs = state.pending.logs
         cursor = req.prev_cursor
         if cursor > logs.last_cursor:
             raise bad_request(
@@ -150,7 +151,7 @@ class FuturesEndpoint:
             # 0, or a cursor of an earlier run of this server: report the whole log.
             cursor = 0
         if req.retrieved_request_ids:
-            state.futures.acknowledge(req.retrieved_request_ids, log)
+            state.pending.acknowledge(req.retrieved_request_ids, log)
         log.trim(cursor)
         hold = state.settings.poll_hold_seconds
         if req.timeout is not None:
@@ -177,9 +178,9 @@ class FuturesEndpoint:
             await _detail(send, 400, "request_id: expected a string")
             return
         state: ServerState = scope["app"].state.server
-        record = state.futures.get(request_id, scope["state"]["tenant"])
+        record = state.pending.get(request_id, scope["state"]["tenant"])
         if record is None:
-            if state.futures.from_earlier_run(request_id):
+            if state.pending.from_earlier_run(request_id):
                 # Its result died with the previous server process: 410 tells the client to
                 # submit again (the SDK re-submits samples), where 404 would be a dead end.
                 message = (
