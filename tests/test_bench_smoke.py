@@ -59,9 +59,10 @@ def test_every_workload_but_the_torch_one(tmp_path: Path) -> None:
     assert {row["workload"].split()[0] for row in rows} == {"0", "1", "2", "3", "4", "5", "7"}
     by_name = {row["workload"]: row for row in rows}
     forward = by_name["1 seq forward_backward 1x16"]
-    # Our SDK, the official SDK and both floors each ran the sequential calls.
+    # Our SDK, the official SDK and both floors (requests, bare http.client) each ran the
+    # sequential calls.
     assert all(forward[client] for client in ("ours", "official", "floor"))
-    assert forward["extra"]["requests"]
+    assert forward["extra"]["http.client"]
     assert [t["kind"] for t in forward["targets"]] == ["official", "floor"]
     assert all(row["ours"] is not None for row in rows)
     _check_rows(rows)
