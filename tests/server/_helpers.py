@@ -1,4 +1,5 @@
-"""Plain-HTTP helpers for the server tests (what a pre-0.25 JSON client sends)."""
+"""Helpers for the server tests: plain-HTTP clients (what a pre-0.25 JSON client sends),
+constants of the conftest's servers, and a clock for the pending-request store."""
 
 from __future__ import annotations
 
@@ -14,6 +15,22 @@ from tinker.proto import tinker_public_pb2 as upstream_pb
 MODEL = "tinkex/tiny-llama"
 API = "/api/v1"
 PROTOBUF = "application/x-protobuf"
+#: JWT lifetimes (s) of the two ``--jwt-auth`` servers of the conftest: one expires within a
+#: test, the other only when a test rotates the signing secret.
+JWT_SHORT_TTL = 2
+JWT_LONG_TTL = 600
+#: The pending-request store's lifetimes (s) in its in-process tests: finished, then delivered.
+TTL, DELIVERED_TTL = 3600.0, 60.0
+
+
+class ShiftedClock:
+    """``time.monotonic`` moved forward on demand (records stamp with the real monotonic)."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.shift
 
 
 def datum_json(

@@ -8,31 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from tinkex_actors.server.engine_api import SampledSeq, SampleResult
 from tinkex_actors.server.pending import PendingRequest, PendingRequests, ResultKind
 
-TTL, DELIVERED_TTL = 3600.0, 60.0
-
-
-class Clock:
-    """``time.monotonic`` moved forward on demand (records stamp with the real monotonic)."""
-
-    def __init__(self) -> None:
-        self.shift = 0.0
-
-    def __call__(self) -> float:
-        return time.monotonic() + self.shift
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
+from ._helpers import DELIVERED_TTL, TTL, ShiftedClock
 
 
 def _sample() -> SampleResult:
@@ -51,7 +31,7 @@ def _finished(store: PendingRequests, loop: asyncio.AbstractEventLoop) -> Pendin
 def test_delivered_futures_go_after_the_short_ttl_undelivered_after_the_long(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    clock = Clock()
+    clock = ShiftedClock()
     store = PendingRequests(TTL, DELIVERED_TTL, clock=clock)
     delivered = _finished(store, loop)
     delivered.delivered()
@@ -72,7 +52,7 @@ def test_delivered_futures_go_after_the_short_ttl_undelivered_after_the_long(
 def test_a_delivered_future_still_answers_in_both_formats(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    clock = Clock()
+    clock = ShiftedClock()
     store = PendingRequests(TTL, DELIVERED_TTL, clock=clock)
     record = _finished(store, loop)
     body, binary = record.encoded(True)

@@ -13,13 +13,12 @@ import hmac
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from _servers import ServerHandle, session_server
+from _servers import ServerHandle
 from tinker import types
 
 from tinkex_actors.errors import ConfigError, ValidationError
@@ -27,26 +26,11 @@ from tinkex_actors.server.auth import tenant_id
 from tinkex_actors.server.embedded import EmbeddedServer, generate_api_key
 from tinkex_actors.server.settings import ServerSettings
 
-from ._helpers import API, MODEL, Api
+from ._helpers import API, JWT_SHORT_TTL, MODEL, Api
 from ._sdk import ce_datum, service_client
 
-SHORT_TTL = 2
-LONG_TTL = 600
-HOOKS = "--test-hooks"
 DATA = [ce_datum([3 + i, 7 + i, 11 + i, 15 + i]) for i in range(3)]
 ADAM = types.AdamParams(learning_rate=1e-3)
-
-
-@pytest.fixture(scope="module")
-def short_server() -> Iterator[ServerHandle]:
-    with session_server("null", extra_args=("--jwt-auth", f"--jwt-ttl={SHORT_TTL}", HOOKS)) as h:
-        yield h
-
-
-@pytest.fixture(scope="module")
-def long_server() -> Iterator[ServerHandle]:
-    with session_server("null", extra_args=("--jwt-auth", f"--jwt-ttl={LONG_TTL}", HOOKS)) as h:
-        yield h
 
 
 def _b64(raw: bytes) -> str:
@@ -100,8 +84,8 @@ def _assert_invalid_token(reply: requests.Response, token: str, why: str) -> Non
     assert token not in detail
 
 
-def test_exchange_returns_a_signed_jwt_naming_the_tenant(short_server: ServerHandle) -> None:
-    api = Api(short_server)
+def test_exchange_returns_a_signed_jwt_naming_the_tenant(jwt_short_server: ServerHandle) -> None:
+    api = Api(jwt_short_server)
     try:
         assert api.ok("/client/config", {"sdk_version": "0.38.0"})["pjwt_auth_enabled"] is True
         before = time.time()
@@ -111,24 +95,27 @@ def test_exchange_returns_a_signed_jwt_naming_the_tenant(short_server: ServerHan
     assert token.startswith("eyJ")
     header, claims, signature = _parts(token)
     assert header == {"alg": "HS256", "typ": "JWT"}
-    tenant = tenant_id(short_server.api_key)
+    tenant = tenant_id(jwt_short_server.api_key)
     assert claims["sub"] == tenant
     assert claims["org_id"] == tenant
     assert int(before) <= claims["iat"] <= time.time()
-    assert claims["exp"] - claims["iat"] >= SHORT_TTL
-    assert claims["exp"] >= before + SHORT_TTL
+    assert claims["exp"] - claims["iat"] >= JWT_SHORT_TTL
+    assert claims["exp"] >= before + JWT_SHORT_TTL
     signing_input = token.rsplit(".", 1)[0].encode()
-    secret_file = short_server.data_dir / "jwt_secret.key"
+    secret_file = jwt_short_server.data_dir / "jwt_secret.key"
     assert os.stat(secret_file).st_mode & 0o777 == 0o600
-    expected = hmac.new(_secret(short_server), signing_input, hashlib.sha256).digest()
+    expected = hmac.new(_secret(jwt_short_server), signing_input, hashlib.sha256).digest()
     assert hmac.compare_digest(signature, expected)
-    assert short_server.api_key not in token
+    assert jwt_short_server.api_key not in token
 
 
-def test_a_jwt_stands_for_its_key_and_tenants_stay_apart(long_server: ServerHandle) -> None:
-    mine, theirs = _exchange(long_server), _exchange(long_server, long_server.other_api_key)
-    as_jwt, as_key = Api(long_server, mine), Api(long_server)
-    as_other_jwt = Api(long_server, theirs)
+def test_a_jwt_stands_for_its_key_and_tenants_stay_apart(jwt_long_server: ServerHandle) -> None:
+    mine, theirs = (
+        _exchange(jwt_long_server),
+        _exchange(jwt_long_server, jwt_long_server.other_api_key),
+    )
+    as_jwt, as_key = Api(jwt_long_server, mine), Api(jwt_long_server)
+    as_other_jwt = Api(jwt_long_server, theirs)
     try:
         session = as_jwt.session()
         model = as_jwt.create_model(session, seed=2)
@@ -151,14 +138,14 @@ def _datum() -> dict[str, Any]:
     }
 
 
-def test_rejected_jwts_get_401_invalid_token(long_server: ServerHandle) -> None:
-    secret = _secret(long_server)
-    tenant = tenant_id(long_server.api_key)
+def test_rejected_jwts_get_401_invalid_token(jwt_long_server: ServerHandle) -> None:
+    secret = _secret(jwt_long_server)
+    tenant = tenant_id(jwt_long_server.api_key)
     now = int(time.time())
     valid = {"iss": "tinkex-server", "sub": tenant, "org_id": tenant, "iat": now, "exp": now + 60}
     good = _forge(secret, valid)
     header, _, signature = good.split(".")
-    other = tenant_id(long_server.other_api_key)
+    other = tenant_id(jwt_long_server.other_api_key)
     swapped = _b64(json.dumps({**valid, "sub": other, "org_id": other}).encode())
     cases = {
         _forge(secret, {**valid, "iat": now - 120, "exp": now - 60}): "expired",
@@ -169,7 +156,7 @@ def test_rejected_jwts_get_401_invalid_token(long_server: ServerHandle) -> None:
         _forge(secret, {**valid, "iss": "someone-else"}): "malformed JWT claims",
         "eyJub3QgYSB0b2tlbg": "malformed JWT",
     }
-    url = f"{long_server.base_url}{API}/get_server_capabilities"
+    url = f"{jwt_long_server.base_url}{API}/get_server_capabilities"
     with requests.Session() as http:
         assert http.get(url, headers={"X-API-Key": good}, timeout=30).status_code == 200
         for token, why in cases.items():
@@ -177,10 +164,10 @@ def test_rejected_jwts_get_401_invalid_token(long_server: ServerHandle) -> None:
             _assert_invalid_token(reply, token, why)
 
 
-def test_an_issued_jwt_expires(short_server: ServerHandle) -> None:
-    token = _exchange(short_server)
+def test_an_issued_jwt_expires(jwt_short_server: ServerHandle) -> None:
+    token = _exchange(jwt_short_server)
     _, claims, _ = _parts(token)
-    url = f"{short_server.base_url}{API}/get_server_capabilities"
+    url = f"{jwt_short_server.base_url}{API}/get_server_capabilities"
     assert requests.get(url, headers={"X-API-Key": token}, timeout=30).status_code == 200
     time.sleep(max(0.0, claims["exp"] - time.time()) + 0.1)
     _assert_invalid_token(
@@ -188,9 +175,9 @@ def test_an_issued_jwt_expires(short_server: ServerHandle) -> None:
     )
 
 
-def test_only_a_key_can_be_exchanged(long_server: ServerHandle) -> None:
-    token = _exchange(long_server)
-    url = f"{long_server.base_url}{API}/auth/token"
+def test_only_a_key_can_be_exchanged(jwt_long_server: ServerHandle) -> None:
+    token = _exchange(jwt_long_server)
+    url = f"{jwt_long_server.base_url}{API}/auth/token"
     with requests.Session() as http:
         by_jwt = http.post(url, json={}, headers={"X-API-Key": token}, timeout=30)
         assert by_jwt.status_code == 401
@@ -222,11 +209,11 @@ def test_a_server_without_jwt_auth_refuses_the_exchange(null_server: ServerHandl
 
 
 def test_official_sdk_trains_and_samples_across_token_refreshes(
-    short_server: ServerHandle,
+    jwt_short_server: ServerHandle,
 ) -> None:
-    issued_before = _stats(short_server)["issued"]
+    issued_before = _stats(jwt_short_server)["issued"]
     started = time.time()
-    with service_client(short_server) as service:
+    with service_client(jwt_short_server) as service:
         training = service.create_lora_training_client(base_model=MODEL, rank=4, seed=7).result()
         sampler = service.create_sampling_client(base_model=MODEL).result()
         losses = []
@@ -237,40 +224,40 @@ def test_official_sdk_trains_and_samples_across_token_refreshes(
             prompt = types.ModelInput.from_ints([5, 6, 7])
             params = types.SamplingParams(max_tokens=3, seed=1)
             assert len(sampler.sample(prompt, 1, params).result().sequences[0].tokens) == 3
-            time.sleep(SHORT_TTL + 0.2)  # every token the SDK held so far has expired
+            time.sleep(JWT_SHORT_TTL + 0.2)  # every token the SDK held so far has expired
         assert losses[-1] < losses[0]
     elapsed = time.time() - started
-    stats = _stats(short_server)
+    stats = _stats(jwt_short_server)
     # Tokens live 2 s and the run took several times that: it went through many of them.
-    assert elapsed > 3 * SHORT_TTL
+    assert elapsed > 3 * JWT_SHORT_TTL
     assert stats["issued"] - issued_before >= 3
     assert stats["accepted"] >= 10
 
 
-def test_official_sdk_replays_once_after_invalid_token(long_server: ServerHandle) -> None:
-    with service_client(long_server) as service:
+def test_official_sdk_replays_once_after_invalid_token(jwt_long_server: ServerHandle) -> None:
+    with service_client(jwt_long_server) as service:
         training = service.create_lora_training_client(base_model=MODEL, rank=4, seed=8).result()
         training.forward_backward(DATA, "cross_entropy").result()
-        before = _stats(long_server)
+        before = _stats(jwt_long_server)
         rotate = requests.post(
-            f"{long_server.base_url}{API}/_test/rotate_jwt_secret",
+            f"{jwt_long_server.base_url}{API}/_test/rotate_jwt_secret",
             json={},
-            headers=long_server.headers(),
+            headers=jwt_long_server.headers(),
             timeout=30,
         )
         assert rotate.status_code == 200
         # The SDK still holds a token with ten minutes to live, now rejected: it exchanges
         # its key for a new one and replays the request.
         assert training.optim_step(ADAM).result().metrics
-        after = _stats(long_server)
+        after = _stats(jwt_long_server)
     assert after["rejected"] > before["rejected"]
     assert after["issued"] > before["issued"]
 
 
-def test_jwts_stay_valid_across_a_restart(long_server: ServerHandle) -> None:
-    token = _exchange(long_server)
-    assert long_server.restart() == 0
-    url = f"{long_server.base_url}{API}/get_server_capabilities"
+def test_jwts_stay_valid_across_a_restart(jwt_long_server: ServerHandle) -> None:
+    token = _exchange(jwt_long_server)
+    assert jwt_long_server.restart() == 0
+    url = f"{jwt_long_server.base_url}{API}/get_server_capabilities"
     assert requests.get(url, headers={"X-API-Key": token}, timeout=30).status_code == 200
 
 

@@ -10,23 +10,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from _servers import ServerHandle, new_api_key, session_server
+from _servers import ServerHandle, new_api_key
 
 from tinkex_actors import ServiceClient
 from tinkex_actors.config import Config
 from tinkex_actors.errors import AuthenticationError, ConfigError
 from tinkex_actors.types import AdamParams, Datum, ModelInput, SamplingParams
 
-from ._helpers import API, MODEL
+from ._helpers import API, JWT_SHORT_TTL, MODEL
 
-SHORT_TTL = 2
-LONG_TTL = 600
-HOOKS = "--test-hooks"
 PROMPT = ModelInput.from_ints([3, 4, 5, 6])
 PARAMS = SamplingParams(max_tokens=4, seed=7)
 ADAM = AdamParams(learning_rate=1e-2)
@@ -37,18 +33,6 @@ DATA = [
     )
     for i in range(3)
 ]
-
-
-@pytest.fixture(scope="module")
-def short_server() -> Iterator[ServerHandle]:
-    with session_server("null", extra_args=("--jwt-auth", f"--jwt-ttl={SHORT_TTL}", HOOKS)) as h:
-        yield h
-
-
-@pytest.fixture(scope="module")
-def long_server() -> Iterator[ServerHandle]:
-    with session_server("null", extra_args=("--jwt-auth", f"--jwt-ttl={LONG_TTL}", HOOKS)) as h:
-        yield h
 
 
 def _stats(server: ServerHandle) -> dict[str, int]:
@@ -69,22 +53,22 @@ def _config(server: ServerHandle, **options: object) -> Config:
     return Config(base_url=server.base_url, telemetry_enabled=False, **options)  # type: ignore[arg-type]
 
 
-def test_training_and_sampling_span_several_renewals(short_server: ServerHandle) -> None:
-    before = _stats(short_server)
-    config = _config(short_server, heartbeat_interval=0.3)  # the heartbeat renews too
+def test_training_and_sampling_span_several_renewals(jwt_short_server: ServerHandle) -> None:
+    before = _stats(jwt_short_server)
+    config = _config(jwt_short_server, heartbeat_interval=0.3)  # the heartbeat renews too
     with ServiceClient(config) as service:
         assert service._runtime.transport.auth.mode == "jwt"
         training = service.create_lora_training_client(MODEL, {"rank": 4, "seed": 3})
         sampler = service.create_sampling_client(base_model=MODEL)
         expected = sampler.sample(PROMPT, PARAMS).result(30).sequences[0].tokens
         losses: list[float] = []
-        stop = time.monotonic() + 3 * SHORT_TTL
+        stop = time.monotonic() + 3 * JWT_SHORT_TTL
         while time.monotonic() < stop:
             step = training.forward_backward(DATA, "cross_entropy")
             training.optim_step(ADAM).result(30)
             losses.append(step.result(30).metrics["loss:sum"])
             assert sampler.sample(PROMPT, PARAMS).result(30).sequences[0].tokens == expected
-    seen = _delta(before, _stats(short_server))
+    seen = _delta(before, _stats(jwt_short_server))
     assert len(losses) >= 3
     assert losses[-1] < losses[0]
     assert seen["issued"] >= 4, seen  # a 2-3 s token is renewed when under half is left
@@ -93,16 +77,16 @@ def test_training_and_sampling_span_several_renewals(short_server: ServerHandle)
 
 
 def test_a_refused_jwt_is_replaced_once_and_every_request_replayed(
-    long_server: ServerHandle,
+    jwt_long_server: ServerHandle,
 ) -> None:
-    with ServiceClient(_config(long_server)) as service:
+    with ServiceClient(_config(jwt_long_server)) as service:
         training = service.create_lora_training_client(MODEL, {"rank": 4})
         sampler = service.create_sampling_client(base_model=MODEL)
         expected = sampler.sample(PROMPT, PARAMS).result(30).sequences[0].tokens
-        before = _stats(long_server)
+        before = _stats(jwt_long_server)
         rotated = requests.post(
-            f"{long_server.base_url}{API}/_test/rotate_jwt_secret",
-            headers=long_server.headers(),
+            f"{jwt_long_server.base_url}{API}/_test/rotate_jwt_secret",
+            headers=jwt_long_server.headers(),
             json={},
             timeout=30,
         )
@@ -113,26 +97,26 @@ def test_a_refused_jwt_is_replaced_once_and_every_request_replayed(
         step = training.forward_backward(DATA, "cross_entropy")
         assert [f.result(30).sequences[0].tokens for f in futures] == [expected] * 8
         assert step.result(30).metrics["loss:sum"] > 0
-        seen = _delta(before, _stats(long_server))
+        seen = _delta(before, _stats(jwt_long_server))
     assert seen["issued"] == 1, seen
     assert seen["rejected"] >= 1, seen
 
 
 def test_a_credential_command_is_run_for_every_exchange(
-    short_server: ServerHandle, tmp_path: Path
+    jwt_short_server: ServerHandle, tmp_path: Path
 ) -> None:
     runs = tmp_path / "runs"
     key_file = tmp_path / "key"
-    key_file.write_text(short_server.api_key)
+    key_file.write_text(jwt_short_server.api_key)
     command = f"echo run >> {runs}; cat {key_file}"
-    before = _stats(short_server)
-    with ServiceClient(_config(short_server, api_key=None, credential_cmd=command)) as service:
+    before = _stats(jwt_short_server)
+    with ServiceClient(_config(jwt_short_server, api_key=None, credential_cmd=command)) as service:
         sampler = service.create_sampling_client(base_model=MODEL)
-        stop = time.monotonic() + 2 * SHORT_TTL
+        stop = time.monotonic() + 2 * JWT_SHORT_TTL
         while time.monotonic() < stop:
             sampler.sample(PROMPT, PARAMS).result(30)
             time.sleep(0.1)
-    seen = _delta(before, _stats(short_server))
+    seen = _delta(before, _stats(jwt_short_server))
     count = runs.read_text().count("run")
     assert seen["issued"] >= 3, seen
     # Once for client/config (no JWT yet, the output is the key), then once per exchange:
@@ -141,8 +125,10 @@ def test_a_credential_command_is_run_for_every_exchange(
     assert seen["rejected"] == 0, seen
 
 
-def test_a_failing_credential_command_fails_the_construction(short_server: ServerHandle) -> None:
-    config = _config(short_server, api_key=None, credential_cmd="echo oops >&2; exit 3")
+def test_a_failing_credential_command_fails_the_construction(
+    jwt_short_server: ServerHandle,
+) -> None:
+    config = _config(jwt_short_server, api_key=None, credential_cmd="echo oops >&2; exit 3")
     with pytest.raises(ConfigError) as info:
         ServiceClient(config)
     assert info.value.field == "credential_cmd"
@@ -151,6 +137,6 @@ def test_a_failing_credential_command_fails_the_construction(short_server: Serve
     assert not any(name.startswith("tinkex-heartbeat") for name in names)
 
 
-def test_a_refused_key_fails_the_construction(short_server: ServerHandle) -> None:
+def test_a_refused_key_fails_the_construction(jwt_short_server: ServerHandle) -> None:
     with pytest.raises(AuthenticationError):
-        ServiceClient(_config(short_server, api_key=new_api_key()))
+        ServiceClient(_config(jwt_short_server, api_key=new_api_key()))

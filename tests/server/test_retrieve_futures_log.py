@@ -6,34 +6,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from tinkex_actors.errors import RequestErrorCategory
 from tinkex_actors.server.completions import CompletionLogs
 from tinkex_actors.server.engine_api import SampledSeq, SampleResult
 from tinkex_actors.server.pending import PendingRequest, PendingRequests, ResultKind
 
-TTL, DELIVERED_TTL = 3600.0, 60.0
+from ._helpers import DELIVERED_TTL, TTL, ShiftedClock
+
 KEY = ("session-1:sample:0", 0)
-
-
-class Clock:
-    """``time.monotonic`` moved forward on demand."""
-
-    def __init__(self) -> None:
-        self.shift = 0.0
-
-    def __call__(self) -> float:
-        return time.monotonic() + self.shift
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
 
 
 def _sample(token: int = 5) -> SampleResult:
@@ -103,7 +84,7 @@ def test_acknowledged_futures_are_dropped_others_ignored(loop: asyncio.AbstractE
 
 
 def test_sweep_removes_log_entries_with_their_futures(loop: asyncio.AbstractEventLoop) -> None:
-    clock = Clock()
+    clock = ShiftedClock()
     store = PendingRequests(TTL, DELIVERED_TTL, clock=clock)
     record = store.create("t", ResultKind.SAMPLE, loop, log_key=KEY)
     record.set_result(_sample())
@@ -123,7 +104,7 @@ def test_sweep_removes_log_entries_with_their_futures(loop: asyncio.AbstractEven
 def test_a_log_expecting_completions_is_never_swept(loop: asyncio.AbstractEventLoop) -> None:
     # Regression: a log idle for a minute, then sampled from, was dropped while its samples ran;
     # their completions went to a log no poll could find, and the client waited forever.
-    clock = Clock()
+    clock = ShiftedClock()
     store = PendingRequests(TTL, DELIVERED_TTL, clock=clock)
     first = store.create("t", ResultKind.SAMPLE, loop, log_key=KEY)
     log = store.logs.get(KEY)

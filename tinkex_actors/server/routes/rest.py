@@ -350,20 +350,29 @@ def _parts(path: TinkerPath) -> tuple[str, str, str]:
     return path.run_id, path.kind, path.name
 
 
+def _signed_checkpoint(
+    request: Request, state: ServerState, signed: str, run_id: str, checkpoint_id: str, what: str
+) -> CheckpointRow:
+    """The checkpoint behind a signed URL: 403 for a bad or stale signature, 404 once it is gone."""
+    try:
+        expires = int(request.query_params.get("expires", ""))
+    except ValueError:
+        raise forbidden(f"invalid or expired {what}") from None
+    signature = request.query_params.get("signature", "")
+    if not state.signer.verify(signed, expires, signature, time.time()):
+        raise forbidden(f"invalid or expired {what}")
+    row = state.store.get_checkpoint(run_id, checkpoint_id, time.time())
+    if row is None:
+        raise not_found(f"checkpoint tinker://{run_id}/{checkpoint_id} no longer exists")
+    return row
+
+
 @router.get(ARCHIVE_PREFIX.removeprefix("/api/v1") + "{run_id}/{kind}/{name}", tags=SERVER_ONLY)
 async def download_archive(request: Request, run_id: str, kind: str, name: str) -> Response:
     """The tar behind a signed URL (no API key: the signature is the permission)."""
     state = server(request)
-    try:
-        expires = int(request.query_params.get("expires", ""))
-    except ValueError:
-        raise forbidden("invalid or expired archive URL") from None
-    signature = request.query_params.get("signature", "")
-    if not state.signer.verify(f"{run_id}/{kind}/{name}", expires, signature, time.time()):
-        raise forbidden("invalid or expired archive URL")
-    row = state.store.get_checkpoint(run_id, f"{kind}/{name}", time.time())
-    if row is None:
-        raise not_found(f"checkpoint tinker://{run_id}/{kind}/{name} no longer exists")
+    signed = f"{run_id}/{kind}/{name}"
+    row = _signed_checkpoint(request, state, signed, run_id, f"{kind}/{name}", "archive URL")
     try:
         stream = TarStream(state.files.path(row.dir_name))
     except FileNotFoundError:
@@ -387,18 +396,9 @@ async def download_file(
 ) -> Response:
     """One checkpoint file behind a signed URL (no API key: the signature is the permission)."""
     state = server(request)
-    try:
-        expires = int(request.query_params.get("expires", ""))
-    except ValueError:
-        raise forbidden("invalid or expired download URL") from None
-    signature = request.query_params.get("signature", "")
     signed = file_signing_path(run_id, kind, name, relpath)
-    if not state.signer.verify(signed, expires, signature, time.time()):
-        raise forbidden("invalid or expired download URL")
+    row = _signed_checkpoint(request, state, signed, run_id, f"{kind}/{name}", "download URL")
     path = f"tinker://{run_id}/{kind}/{name}"
-    row = state.store.get_checkpoint(run_id, f"{kind}/{name}", time.time())
-    if row is None:
-        raise not_found(f"checkpoint {path} no longer exists")
     root = state.files.path(row.dir_name).resolve()
     target = (root / relpath).resolve()
     if not target.is_relative_to(root):  # signed paths come from files(); belt and braces
