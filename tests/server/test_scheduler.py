@@ -12,6 +12,7 @@ import pytest
 
 from tinkex_actors.errors import ConflictError, RequestErrorCategory
 from tinkex_actors.server.engine_api import EngineUserError
+from tinkex_actors.server.http_errors import gone
 from tinkex_actors.server.pending import PendingRequest, PendingRequests, ResultKind
 from tinkex_actors.server.scheduler import Job, Scheduler
 
@@ -193,5 +194,21 @@ def test_shutdown_and_unload_fail_queued_jobs() -> None:
         h.scheduler.submit("m", late)
         await _all_done(late_future)
         assert h.ran == []
+
+    run_async(body)
+
+
+def test_a_job_that_finds_what_it_needs_gone_completes_as_gone() -> None:
+    async def body(h: Harness) -> None:
+        cleaned: list[str] = []
+        job, future = h.job(
+            "g", fail=gone("sampling session s released"), on_failure=lambda: cleaned.append("g")
+        )
+        h.scheduler.submit(None, job)
+        await _all_done(future)
+        assert future.gone
+        assert not future.failed
+        assert "released" in future.error
+        assert cleaned == ["g"]
 
     run_async(body)

@@ -54,7 +54,7 @@ class ResultKind(Enum):
     SAMPLE = "sample"
 
 
-_PENDING, _DONE, _FAILED = 0, 1, 2
+_PENDING, _DONE, _FAILED, _GONE = 0, 1, 2, 3
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -140,6 +140,11 @@ class PendingRequest:
         """Whether it finished with an error."""
         return self._state == _FAILED
 
+    @property
+    def gone(self) -> bool:
+        """Whether it can no longer run where it was sent (polls answer 410 with ``error``)."""
+        return self._state == _GONE
+
     def _settle(self, state: int) -> None:
         # Any thread. A closed loop means the server is gone and nobody is waiting.
         with contextlib.suppress(RuntimeError):
@@ -182,6 +187,14 @@ class PendingRequest:
             self.error = message
             self.category = category
             self._settle(_FAILED)
+
+    def set_gone(self, message: str) -> None:
+        """Complete as gone: what it needed went away before it ran (its sampling session was
+        released with its session). Clients are told 410, on which they submit it again."""
+        if not self._settled:
+            self._settled = True
+            self.error = message
+            self._settle(_GONE)
 
     async def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; True when done."""

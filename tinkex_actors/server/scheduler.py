@@ -295,6 +295,10 @@ class Scheduler:
         try:
             result = job.run()
         except Exception as exc:
+            if isinstance(exc, APIStatusError) and exc.status_code == 410:
+                self._clean_up(job)
+                job.future.set_gone(str(exc))  # its polls answer 410: the client submits again
+                return
             message, category = classify(exc)
             if category is RequestErrorCategory.SERVER:
                 self._log.exception("tinkex.server.job_failed", request_id=job.future.request_id)
@@ -304,6 +308,9 @@ class Scheduler:
 
     def _fail(self, job: Job, message: str, category: RequestErrorCategory) -> None:
         job.future.set_error(message, category)
+        self._clean_up(job)
+
+    def _clean_up(self, job: Job) -> None:
         if job.on_failure is not None:
             try:
                 job.on_failure()

@@ -198,6 +198,10 @@ class ResultsEndpoint:
             body = {"type": "try_again", "request_id": request_id, "queue_state": "active"}
             await _send(send, 200, orjson.dumps(body))
             return
+        if record.gone:
+            await _detail(send, 410, record.error)
+            record.delivered()
+            return
         accept = next((v for k, v in scope["headers"] if k == b"accept"), b"")
         data, binary = record.encoded(_PROTO_ACCEPT in accept)
         await _send(send, 200, data, _PROTO_TYPE if binary else _JSON_TYPE)

@@ -15,10 +15,11 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 
 from tinkex_actors._constants import SAMPLE_SEQ_ID_STRIDE
+from tinkex_actors.errors import APIStatusError
 from tinkex_actors.server.checkpoints import TinkerPath, parse_tinker_path
 from tinkex_actors.server.codec_json import decode_model_input
-from tinkex_actors.server.engine_api import BaseModelInfo, SampleResult
-from tinkex_actors.server.http_errors import bad_request, conflict, not_found, rate_limited
+from tinkex_actors.server.engine_api import BaseModelInfo, EngineNotFoundError, SampleResult
+from tinkex_actors.server.http_errors import bad_request, conflict, gone, not_found, rate_limited
 from tinkex_actors.server.pending import ResultKind
 from tinkex_actors.server.routes._common import (
     JSON,
@@ -108,6 +109,26 @@ async def get_sampler(request: Request, sampler_id: str) -> Response:
     return answer(result)
 
 
+def _stored_source(
+    state: ServerState, owner: str, sampler_id: str
+) -> tuple[BaseModelInfo, Path | None]:
+    """(base model, weights) a sampling session the engine does not hold is rebuilt from; 404
+    when it is unknown, foreign, or was a snapshot of a live adapter (nothing to rebuild)."""
+    row = state.store.get_sampler(sampler_id)
+    if row is None or row.owner != owner:
+        raise not_found(f"unknown sampling session {sampler_id!r}")
+    if row.model_path:
+        _, weights_dir, base = _weights_source(state, owner, row.model_path)
+        return base, weights_dir
+    if row.source_model_id:
+        raise not_found(
+            f"sampling session {sampler_id!r} held a snapshot of a live adapter that is no "
+            "longer loaded (server restart or finished session); save the weights with a "
+            "name and sample from that path"
+        )
+    return state.base_info(row.base_model), None
+
+
 def _resolve(
     state: ServerState, owner: str, req: SampleBody
 ) -> tuple[str, BaseModelInfo, Path | None]:
@@ -118,19 +139,7 @@ def _resolve(
             live = state.samplers.get(sampler_id)
         if live is not None and live.tenant == owner:
             return sampler_id, live.base, None
-        row = state.store.get_sampler(sampler_id)
-        if row is None or row.owner != owner:
-            raise not_found(f"unknown sampling session {sampler_id!r}")
-        if row.model_path:
-            _, weights_dir, base = _weights_source(state, owner, row.model_path)
-            return sampler_id, base, weights_dir
-        if row.source_model_id:
-            raise not_found(
-                f"sampling session {sampler_id!r} held a snapshot of a live adapter that is no "
-                "longer loaded (server restart or finished session); save the weights with a "
-                "name and sample from that path"
-            )
-        return sampler_id, state.base_info(row.base_model), None
+        return sampler_id, *_stored_source(state, owner, sampler_id)
     if req.model_path:
         path, weights_dir, base = _weights_source(state, owner, req.model_path)
         return f"path:{owner}:{path}", base, weights_dir
@@ -167,15 +176,33 @@ async def asample(request: Request) -> Response:
     spec, target_csr = sample_spec(req, decode_model_input(req.prompt, "prompt"), base)
     last_n = req.prompt_logprobs_last_n
 
+    def build() -> None:
+        source_base, source_weights = base, weights_dir
+        if req.sampling_session_id:
+            # Resolved while it was live (no weights known), or released since: read its source.
+            try:
+                source_base, source_weights = _stored_source(state, owner, sampler_id)
+            except APIStatusError as exc:
+                raise gone(f"released while this sample was queued: {exc}") from None
+        state.host.engine.create_sampler(sampler_id, source_base.name, weights_dir=source_weights)
+        with state.lock:
+            state.samplers[sampler_id] = LiveSampler(sampler_id, owner, source_base)
+
     def run() -> SampleResult:
         engine = state.host.engine
         with state.lock:
             missing = sampler_id not in state.samplers
         if missing:
-            engine.create_sampler(sampler_id, base.name, weights_dir=weights_dir)
+            build()
+        try:
+            result = engine.sample(sampler_id, spec)
+        except EngineNotFoundError:
+            # Released with its session after the check above (the engine drops it later):
+            # rebuild it, as a sample arriving now would.
             with state.lock:
-                state.samplers[sampler_id] = LiveSampler(sampler_id, owner, base)
-        result = engine.sample(sampler_id, spec)
+                state.samplers.pop(sampler_id, None)
+            build()
+            result = engine.sample(sampler_id, spec)
         result.target_prompt_csr = target_csr
         return _apply_last_n(result, last_n) if last_n else result
 
